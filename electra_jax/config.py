@@ -1,0 +1,150 @@
+"""Default configuration, model-size presets and validation.
+
+Every experiment file in configs/ starts from `default_config(size)` and overrides what differs,
+so a field always has one documented meaning. `validate` runs before any data is read or any
+function is compiled, and names the field that is wrong.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Paper Table 6 (plus a CPU-sized "tiny"). The generator keeps the depth; its width is a fraction.
+MODEL_SIZES = {
+    "tiny": dict(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=512, embedding_size=128,
+                 generator_fraction=0.25),
+    "small": dict(num_layers=12, hidden_size=256, num_heads=4, intermediate_size=1024, embedding_size=128,
+                  generator_fraction=0.25),
+    "base": dict(num_layers=12, hidden_size=768, num_heads=12, intermediate_size=3072, embedding_size=768,
+                 generator_fraction=1 / 3),
+    "large": dict(num_layers=24, hidden_size=1024, num_heads=16, intermediate_size=4096, embedding_size=1024,
+                  generator_fraction=0.25),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field."""
+
+
+def default_config(size: str = "small") -> ml_collections.ConfigDict:
+    if size not in MODEL_SIZES:
+        raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.objective = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT baseline)
+
+    c.model = ml_collections.ConfigDict(dict(
+        vocab_size=0,  # 0: taken from the prepared data's tokenizer
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+        initializer_range=0.02,
+        dtype="float32",        # compute dtype (bfloat16 on accelerators)
+        param_dtype="float32",
+        **MODEL_SIZES[size],
+    ))
+
+    c.pretrain = ml_collections.ConfigDict(dict(
+        mask_prob=0.25 if size == "large" else 0.15,
+        max_predictions_per_seq=0,  # 0: int((mask_prob + 0.005) * seq_length), as the reference
+        generator_weight=1.0,
+        discriminator_weight=50.0,
+        temperature=1.0,
+    ))
+
+    c.data = ml_collections.ConfigDict(dict(
+        dir="",          # output of `electra-jax prepare`
+        seq_length=128,  # must equal the prepared data's
+        worker_count=0,  # grain worker processes (0: read in the main process)
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=128,  # global batch, over all processes
+        num_steps=1_000_000,
+        learning_rate=5e-4,
+        warmup_steps=10_000,
+        schedule="reference",  # "reference": lr*(1-t/T)*min(1,t/W); "warmup_linear": optax warmup then decay
+        weight_decay=0.01,
+        adam_b1=0.9,
+        adam_b2=0.999,
+        adam_eps=1e-6,
+        bias_correction=False,  # the reference's Adam has none
+        decay_norm_and_bias=False,  # the reference does not decay LayerNorm and bias parameters
+        grad_clip_norm=1.0,
+        log_every=100,
+        eval_every=5_000,
+        eval_steps=20,
+        checkpoint_every=10_000,
+        keep_checkpoints=3,
+    ))
+
+    # Mesh axes: -1 takes the devices left over. Logical axis rules map the model's annotations.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.axis_rules = (
+        ("batch", ("data", "fsdp")),
+        ("length", None),
+        ("embed", "fsdp"),
+        ("vocab", "tensor"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+    )
+    return c
+
+
+def max_predictions(config) -> int:
+    p = config.pretrain
+    if p.max_predictions_per_seq:
+        return p.max_predictions_per_seq
+    return max(1, int((p.mask_prob + 0.005) * config.data.seq_length))
+
+
+def generator_size(config) -> dict:
+    """Generator width from the fraction; heads = max(1, width/64) and FFN = 4 * width, as the reference."""
+    m = config.model
+    hidden = max(1, int(round(m.hidden_size * m.generator_fraction)))
+    return dict(hidden_size=hidden, num_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+
+
+def validate(config, *, vocab_size: int | None = None, num_devices: int | None = None) -> None:
+    """Raise ConfigError naming the first field that cannot work."""
+    m, t, p = config.model, config.train, config.pretrain
+
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(config.objective in ("electra", "mlm"),
+         f"objective={config.objective!r}: choose 'electra' or 'mlm'")
+    need(m.hidden_size % m.num_heads == 0,
+         f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    need(0 < m.generator_fraction <= 1,
+         f"model.generator_fraction={m.generator_fraction} must lie in (0, 1]")
+    need(min(m.num_layers, m.hidden_size, m.embedding_size, m.intermediate_size) > 0,
+         "model.num_layers, hidden_size, embedding_size and intermediate_size must be positive")
+    g = generator_size(config)
+    need(g["hidden_size"] % g["num_heads"] == 0,
+         f"generator width {g['hidden_size']} (hidden_size * generator_fraction) is not divisible by "
+         f"its {g['num_heads']} heads")
+    need(config.data.seq_length <= m.max_position_embeddings,
+         f"data.seq_length={config.data.seq_length} exceeds model.max_position_embeddings="
+         f"{m.max_position_embeddings}")
+    need(config.data.seq_length >= 8, f"data.seq_length={config.data.seq_length} is too short (min 8)")
+    need(0 < p.mask_prob < 1, f"pretrain.mask_prob={p.mask_prob} must lie in (0, 1)")
+    need(0 < max_predictions(config) <= config.data.seq_length,
+         f"pretrain.max_predictions_per_seq={max_predictions(config)} must lie in [1, data.seq_length]")
+    need(m.dtype in ("float32", "bfloat16", "float16") and m.param_dtype in ("float32", "bfloat16"),
+         f"model.dtype={m.dtype!r} / model.param_dtype={m.param_dtype!r}: use float32, bfloat16 or float16")
+    need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
+    need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
+    need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
+    need(t.schedule in ("reference", "warmup_linear"),
+         f"train.schedule={t.schedule!r}: choose 'reference' or 'warmup_linear'")
+    need(t.log_every > 0 and t.eval_every > 0 and t.checkpoint_every > 0,
+         "train.log_every, eval_every and checkpoint_every must be positive")
+    if vocab_size is not None:
+        need(m.vocab_size in (0, vocab_size),
+             f"model.vocab_size={m.vocab_size} does not match the tokenizer's vocabulary of {vocab_size}; "
+             f"set model.vocab_size=0 to take it from the data")
+    if num_devices is not None:
+        need(t.batch_size % num_devices == 0,
+             f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices")

@@ -1,0 +1,139 @@
+"""Reading pretraining text: local files or a tfds dataset, as documents of sentences.
+
+Text files follow the reference's format: one sentence per line, a blank line between documents.
+.jsonl files hold one document per line in a text field (its newlines split sentences).
+Lines that are not valid UTF-8 are counted and skipped; everything else that is wrong raises
+DataError naming the file (and line).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import json
+import logging
+import os
+from typing import Iterator
+
+Document = list[str]
+TEXT_SUFFIXES = (".txt", ".text", ".raw")
+JSONL_SUFFIXES = (".jsonl", ".json")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file."""
+
+
+@dataclasses.dataclass
+class ReadStats:
+    files: int = 0
+    documents: int = 0
+    lines: int = 0
+    invalid_utf8_lines: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    empty_files: list = dataclasses.field(default_factory=list)
+
+    def summary(self) -> dict:
+        return dict(files=self.files, documents=self.documents, lines=self.lines,
+                    invalid_utf8_lines=sum(self.invalid_utf8_lines.values()),
+                    invalid_utf8_by_file=dict(self.invalid_utf8_lines), empty_files=list(self.empty_files))
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files, directories (searched recursively for text and jsonl files) and glob patterns."""
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(root, f) for root, _, names in os.walk(item) for f in names
+                           if f.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES))
+            if not found:
+                raise DataError(f"directory {item} has no {'/'.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            matched = sorted(glob.glob(item, recursive=True))
+            if not matched:
+                raise DataError(f"input {item} does not exist (not a file, directory or matching pattern)")
+            files += [f for f in matched if os.path.isfile(f)]
+    return files
+
+
+def _decoded_lines(path: str, stats: ReadStats) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for raw in f:
+            stats.lines += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                stats.invalid_utf8_lines[path] += 1
+                continue
+            yield line.lstrip("\ufeff").rstrip("\r\n")
+
+
+def read_text_file(path: str, stats: ReadStats) -> Iterator[Document]:
+    doc: Document = []
+    for line in _decoded_lines(path, stats):
+        line = line.strip()
+        if line:
+            doc.append(line)
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def read_jsonl_file(path: str, stats: ReadStats, text_key: str) -> Iterator[Document]:
+    for lineno, line in enumerate(_decoded_lines(path, stats), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or text_key not in record:
+            raise DataError(f"{path}:{lineno}: no {text_key!r} field (set --text_key)")
+        doc = [s.strip() for s in str(record[text_key]).splitlines() if s.strip()]
+        if doc:
+            yield doc
+
+
+def read_files(files: list[str], stats: ReadStats, text_key: str = "text") -> Iterator[Document]:
+    for path in files:
+        stats.files += 1
+        if os.path.getsize(path) == 0:
+            logging.warning("skipping empty file %s", path)
+            stats.empty_files.append(path)
+            continue
+        before = stats.documents
+        reader = read_jsonl_file(path, stats, text_key) if path.endswith(JSONL_SUFFIXES) else \
+            read_text_file(path, stats)
+        for doc in reader:
+            stats.documents += 1
+            yield doc
+        if stats.documents == before:
+            logging.warning("no text in %s (%d lines not valid UTF-8)", path, stats.invalid_utf8_lines[path])
+            stats.empty_files.append(path)
+
+
+def read_tfds(name: str, split: str, text_key: str, data_dir: str | None, stats: ReadStats) -> Iterator[Document]:
+    """Documents from a prepared tfds dataset (ArrayRecord format: read without TensorFlow)."""
+    import tensorflow_datasets as tfds
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several types for "not there"; all mean the same to the user
+        raise DataError(
+            f"tfds dataset {name!r} (split {split!r}) is not available in data_dir={data_dir or '~/tensorflow_datasets'}: "
+            f"{type(e).__name__}: {e}. Prepare it first, in ArrayRecord format, e.g. "
+            f"`tfds build {name.split(':')[0]} --file_format=array_record`") from None
+    stats.files += 1
+    for i in range(len(source)):
+        record = source[i]
+        if text_key not in record:
+            raise DataError(f"tfds dataset {name!r} has no feature {text_key!r}; it has {sorted(record)}")
+        text = record[text_key]
+        text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        doc = [s.strip() for s in text.splitlines() if s.strip()]
+        if doc:
+            stats.documents += 1
+            yield doc

@@ -1,0 +1,37 @@
+"""Metrics to TensorBoard (tensorboardX: no TensorFlow needed) and to metrics.jsonl, from process 0."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str):
+        self.enabled = jax.process_index() == 0
+        self.logdir = os.path.join(workdir, "tensorboard")
+        self.jsonl = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(self.logdir)
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        for k, v in values.items():
+            self._tb.add_scalar(f"{split}/{k}", v, step)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(dict(step=step, split=split, **values)) + "\n")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str, split: str = "train") -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]

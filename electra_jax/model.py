@@ -1,0 +1,218 @@
+"""ELECTRA in flax.linen: BERT post-LayerNorm encoder, a shared embedding block, and the heads.
+
+Parameters carry logical axis names ("vocab", "embed", "mlp", "heads"); sharding.py maps
+them to mesh axes, so the same module runs replicated, data parallel, FSDP or tensor parallel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+LAYER_NORM_EPS = 1e-12  # the reference's value; BERT checkpoints depend on it
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    embedding_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    initializer_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def replace(self, **kw) -> "ModelConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def model_configs(config, vocab_size: int) -> tuple[ModelConfig, ModelConfig]:
+    """(discriminator, generator) sizes from the experiment config."""
+    from electra_jax.config import generator_size
+    m = config.model
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    disc = ModelConfig(**{k: v for k, v in m.to_dict().items() if k in fields and k != "vocab_size"},
+                       vocab_size=vocab_size)
+    return disc, disc.replace(**generator_size(config))
+
+
+def _dense_init(cfg, names):
+    return nn.with_logical_partitioning(nn.initializers.truncated_normal(cfg.initializer_range), names)
+
+
+def _zeros(names):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(cfg, name):
+    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+                        bias_init=_zeros(("embed",)))
+
+
+def _dense(cfg, features, names, name):
+    return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                    kernel_init=_dense_init(cfg, names), bias_init=_zeros(names[-1:]))
+
+
+gelu = functools.partial(jax.nn.gelu, approximate=False)  # exact erf GELU, as BERT
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings and their LayerNorm: the block both models share."""
+    cfg: ModelConfig
+
+    def setup(self):
+        c = self.cfg
+        embed = functools.partial(nn.Embed, features=c.embedding_size, dtype=c.dtype, param_dtype=c.param_dtype)
+        self.word_embeddings = embed(c.vocab_size, embedding_init=_dense_init(c, ("vocab", "embed")))
+        self.position_embeddings = embed(c.max_position_embeddings, embedding_init=_dense_init(c, (None, "embed")))
+        self.token_type_embeddings = embed(c.type_vocab_size, embedding_init=_dense_init(c, (None, "embed")))
+        self.layer_norm = _layer_norm(c, "LayerNorm")
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+        positions = jnp.arange(input_ids.shape[-1])
+        x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]
+             + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.layer_norm(x), deterministic=deterministic)
+
+    def attend(self, x):
+        """x @ word_embeddings.T: the tied output projection of the masked-LM head."""
+        return self.word_embeddings.attend(x)
+
+
+class SelfAttention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool):
+        c = self.cfg
+        head_dim = c.hidden_size // c.num_heads
+
+        def project(name):  # [B, L, H] -> [B, L, heads, head_dim]; "heads" is the tensor-parallel axis
+            y = _dense(c, c.hidden_size, ("embed", "heads"), name)(x)
+            return y.reshape(*y.shape[:-1], c.num_heads, head_dim)
+
+        dropout_rng = None
+        if not deterministic and c.attention_dropout_rate > 0:
+            dropout_rng = self.make_rng("dropout")
+        y = nn.dot_product_attention(project("query"), project("key"), project("value"), mask=mask,
+                                     dropout_rng=dropout_rng, dropout_rate=c.attention_dropout_rate,
+                                     deterministic=deterministic, dtype=c.dtype)
+        return _dense(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))
+
+
+class TransformerLayer(nn.Module):
+    """One post-LayerNorm BERT block."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool):
+        c = self.cfg
+        drop = nn.Dropout(c.dropout_rate)
+        y = SelfAttention(c, name="attention")(x, mask, deterministic)
+        x = _layer_norm(c, "attention_norm")(x + drop(y, deterministic=deterministic))
+        y = gelu(_dense(c, c.intermediate_size, ("embed", "mlp"), "intermediate")(x))
+        y = _dense(c, c.hidden_size, ("mlp", "embed"), "output")(y)
+        x = _layer_norm(c, "output_norm")(x + drop(y, deterministic=deterministic))
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+    """Embedding-size -> hidden projection (when they differ) and the stack of layers."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, attention_mask, deterministic: bool):
+        c = self.cfg
+        if c.embedding_size != c.hidden_size:
+            x = _dense(c, c.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
+        mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, L]: keys that are real tokens
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        for i in range(c.num_layers):
+            x = TransformerLayer(c, name=f"layer_{i}")(x, mask, deterministic)
+        return x
+
+
+class MaskedLMHead(nn.Module):
+    """dense(E) + GELU + LayerNorm, then the tied word embeddings transposed plus a bias."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, hidden, embeddings: Embeddings):
+        c = self.cfg
+        h = gelu(_dense(c, c.embedding_size, ("mlp", "embed"), "dense")(hidden))
+        h = _layer_norm(c, "LayerNorm")(h)
+        bias = self.param("output_bias", _zeros(("vocab",)), (c.vocab_size,), c.param_dtype)
+        return embeddings.attend(h) + bias
+
+
+class DiscriminatorHead(nn.Module):
+    """dense(H) + GELU + dense(1): one logit per token, 'this token was replaced'."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, hidden):
+        c = self.cfg
+        h = gelu(_dense(c, c.hidden_size, ("embed", "mlp"), "dense")(hidden))
+        return _dense(c, 1, ("mlp", None), "dense_prediction")(h)[..., 0]
+
+
+def gather_positions(x, positions):
+    """x[b, positions[b, p]] -> [B, P, ...]: the masked-LM head runs on masked positions only."""
+    return jnp.take_along_axis(x, positions[..., None], axis=1)
+
+
+class ElectraPretrainer(nn.Module):
+    """Generator and discriminator over one shared embedding block.
+
+    The generator's own hidden size may be narrower; it keeps the depth. Parameters:
+    embeddings / generator / generator_head / discriminator / discriminator_head.
+    """
+    disc: ModelConfig
+    gen: ModelConfig
+
+    def setup(self):
+        self.embeddings = Embeddings(self.disc)
+        self.generator = Encoder(self.gen)
+        self.generator_head = MaskedLMHead(self.gen)
+        self.discriminator = Encoder(self.disc)
+        self.discriminator_head = DiscriminatorHead(self.disc)
+
+    def generator_logits(self, input_ids, token_type_ids, attention_mask, positions, deterministic=True):
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        h = self.generator(x, attention_mask, deterministic)
+        return self.generator_head(gather_positions(h, positions), self.embeddings)
+
+    def discriminator_logits(self, input_ids, token_type_ids, attention_mask, deterministic=True):
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        return self.discriminator_head(self.discriminator(x, attention_mask, deterministic))
+
+    def __call__(self, input_ids, token_type_ids, attention_mask, positions, deterministic=True):
+        return (self.generator_logits(input_ids, token_type_ids, attention_mask, positions, deterministic),
+                self.discriminator_logits(input_ids, token_type_ids, attention_mask, deterministic))
+
+
+class MaskedLM(nn.Module):
+    """The BERT baseline: the discriminator-sized encoder with a masked-LM head."""
+    disc: ModelConfig
+
+    def setup(self):
+        self.embeddings = Embeddings(self.disc)
+        self.encoder = Encoder(self.disc)
+        self.lm_head = MaskedLMHead(self.disc)
+
+    def __call__(self, input_ids, token_type_ids, attention_mask, positions, deterministic=True):
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        h = self.encoder(x, attention_mask, deterministic)
+        return self.lm_head(gather_positions(h, positions), self.embeddings)

@@ -1,0 +1,144 @@
+"""Pretraining objectives, compiled inside the train step: dynamic masking, the ELECTRA
+replaced-token-detection loss, and the BERT masked-LM baseline.
+
+A batch is a dict of int32 [B, L] arrays: input_ids, attention_mask (1 = real token), token_type_ids.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    vocab_size: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    mask_prob: float = 0.15
+    max_predictions: int = 19
+    generator_weight: float = 1.0
+    discriminator_weight: float = 50.0
+    temperature: float = 1.0
+
+    @classmethod
+    def from_config(cls, config, special_ids: dict, vocab_size: int) -> "ObjectiveConfig":
+        from electra_jax.config import max_predictions
+        p = config.pretrain
+        return cls(vocab_size=vocab_size, cls_id=special_ids["cls"], sep_id=special_ids["sep"],
+                   mask_id=special_ids["mask"], mask_prob=p.mask_prob, max_predictions=max_predictions(config),
+                   generator_weight=p.generator_weight, discriminator_weight=p.discriminator_weight,
+                   temperature=p.temperature)
+
+
+class Masked(NamedTuple):
+    input_ids: jax.Array   # [B, L] with the chosen positions replaced
+    positions: jax.Array   # [B, P] chosen positions (0 where weights == 0)
+    labels: jax.Array      # [B, P] original token at each chosen position
+    weights: jax.Array     # [B, P] 1.0 for a real prediction, 0.0 for padding of the P slots
+
+
+def mask_tokens(rng, batch, cfg: ObjectiveConfig, *, mask_frac: float, random_frac: float) -> Masked:
+    """Choose round(len * mask_prob) positions (clipped to [1, max_predictions]) among the non-special,
+    non-padding tokens, distinct and uniformly at random; of those, `mask_frac` become [MASK],
+    `random_frac` a random token, and the rest keep the original token."""
+    ids, attn = batch["input_ids"], batch["attention_mask"].astype(bool)
+    special = (ids == cfg.cls_id) | (ids == cfg.sep_id) | (ids == cfg.mask_id)
+    candidates = attn & ~special
+    count = jnp.round(attn.sum(-1) * cfg.mask_prob).astype(jnp.int32)
+    count = jnp.minimum(jnp.clip(count, 1, cfg.max_predictions), candidates.sum(-1))
+
+    k_pick, k_how, k_token = jax.random.split(rng, 3)
+    # A random priority per candidate; top-k picks distinct positions without replacement.
+    priority = jnp.where(candidates, jax.random.uniform(k_pick, ids.shape), -1.0)
+    _, positions = jax.lax.top_k(priority, cfg.max_predictions)
+    weights = jnp.arange(cfg.max_predictions)[None, :] < count[:, None]
+    positions = jnp.where(weights, positions, 0).astype(jnp.int32)
+    labels = jnp.take_along_axis(ids, positions, axis=1)
+
+    u = jax.random.uniform(k_how, positions.shape)
+    random_tokens = jax.random.randint(k_token, positions.shape, 0, cfg.vocab_size, dtype=ids.dtype)
+    new = jnp.where(u < mask_frac, cfg.mask_id, jnp.where(u < mask_frac + random_frac, random_tokens, labels))
+    new = jnp.where(weights, new, labels)  # unused slots rewrite the original token: a no-op
+    masked_ids = ids.at[jnp.arange(ids.shape[0])[:, None], positions].set(new)
+    return Masked(masked_ids, positions, labels, weights.astype(jnp.float32))
+
+
+def _weighted_mean(x, w):
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-6)
+
+
+def masked_lm_loss(logits, masked: Masked):
+    """Cross-entropy and accuracy over the real prediction slots, in float32."""
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, masked.labels)
+    correct = (jnp.argmax(logits, -1) == masked.labels).astype(jnp.float32)
+    return _weighted_mean(ce, masked.weights), _weighted_mean(correct, masked.weights)
+
+
+def sample_tokens(rng, logits, temperature):
+    """Gumbel-max sample in float32; no gradient reaches the generator through the sample."""
+    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
+    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+def discriminator_metrics(logits, labels, mask):
+    logits, labels, mask = logits.astype(jnp.float32), labels.astype(jnp.float32), mask.astype(jnp.float32)
+    loss = _weighted_mean(optax.sigmoid_binary_cross_entropy(logits, labels), mask)
+    predicted = (logits > 0).astype(jnp.float32) * mask
+    true_pos = jnp.sum(predicted * labels)
+    return loss, {
+        "discriminator_loss": loss,
+        "discriminator_accuracy": _weighted_mean((predicted == labels).astype(jnp.float32), mask),
+        "discriminator_precision": true_pos / jnp.maximum(jnp.sum(predicted), 1.0),
+        "discriminator_recall": true_pos / jnp.maximum(jnp.sum(labels * mask), 1.0),
+        "replaced_fraction": _weighted_mean(labels, mask),
+    }
+
+
+def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False):
+    """Generator MLM loss + discriminator_weight * replaced-token-detection loss.
+
+    Returns (loss, (metrics, aux)); aux holds the masked input, the samples and the labels.
+    """
+    k_mask, k_sample, k_gen_drop, k_disc_drop = jax.random.split(rng, 4)
+    masked = mask_tokens(k_mask, batch, cfg, mask_frac=0.85, random_frac=0.0)
+    types, attn = batch["token_type_ids"], batch["attention_mask"]
+
+    gen_logits = model.apply({"params": params}, masked.input_ids, types, attn, masked.positions, deterministic,
+                             method="generator_logits", rngs={"dropout": k_gen_drop})
+    gen_loss, gen_acc = masked_lm_loss(gen_logits, masked)
+
+    # Corrupt: every chosen position (masked or kept) takes the generator's sample.
+    sampled = sample_tokens(k_sample, gen_logits, cfg.temperature)
+    original = batch["input_ids"]
+    sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
+    corrupted = original.at[jnp.arange(original.shape[0])[:, None], masked.positions].set(sampled)
+    labels = (corrupted != original) & attn.astype(bool)  # a correct sample counts as original
+
+    disc_logits = model.apply({"params": params}, corrupted, types, attn, deterministic,
+                              method="discriminator_logits", rngs={"dropout": k_disc_drop})
+    disc_loss, metrics = discriminator_metrics(disc_logits, labels, attn)
+
+    loss = cfg.generator_weight * gen_loss + cfg.discriminator_weight * disc_loss
+    metrics.update(loss=loss, generator_loss=gen_loss, generator_accuracy=gen_acc)
+    aux = dict(masked=masked, sampled=sampled, corrupted=corrupted, labels=labels,
+               generator_logits=gen_logits, discriminator_logits=disc_logits)
+    return loss, (metrics, aux)
+
+
+def mlm_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False):
+    """BERT's masked-LM objective: 80% [MASK], 10% random token, 10% unchanged."""
+    k_mask, k_drop = jax.random.split(rng)
+    masked = mask_tokens(k_mask, batch, cfg, mask_frac=0.8, random_frac=0.1)
+    logits = model.apply({"params": params}, masked.input_ids, batch["token_type_ids"], batch["attention_mask"],
+                         masked.positions, deterministic, rngs={"dropout": k_drop})
+    loss, acc = masked_lm_loss(logits, masked)
+    return loss, ({"loss": loss, "mlm_loss": loss, "mlm_accuracy": acc}, dict(masked=masked, logits=logits))
+
+
+LOSSES = {"electra": electra_loss, "mlm": mlm_loss}

@@ -1,0 +1,193 @@
+"""Train state, the sharded train step, and the pretraining loop."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from electra_jax import config as config_lib, sharding
+from electra_jax.checkpoint import Checkpointer, abstract_like
+from electra_jax.data import pipeline
+from electra_jax.data.corpus import DataError
+from electra_jax.data.prepare import load_metadata
+from electra_jax.metrics_writer import MetricsWriter
+from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
+from electra_jax.objective import LOSSES, ObjectiveConfig
+from electra_jax.optim import learning_rate_schedule, make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def build_model(config, vocab_size: int) -> nn.Module:
+    disc, gen = model_configs(config, vocab_size)
+    return ElectraPretrainer(disc, gen) if config.objective == "electra" else MaskedLM(disc)
+
+
+def create_train_state(model, tx, mesh, rules, seq_length: int, max_predictions: int, rng):
+    """Initialise directly into the shardings derived from the parameters' logical axis names."""
+    def init(rng):
+        ids = jnp.zeros((1, seq_length), jnp.int32)
+        params = model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    abstract = jax.eval_shape(init, rng)
+    sharding.check_divisible(abstract.params, mesh, rules)
+    shardings = sharding.logical_shardings(abstract, mesh, rules)
+    state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh):
+    def train_step(state: TrainState, batch: dict, base_rng):
+        rng = jax.random.fold_in(base_rng, state.step)  # one key per step, reproducible on resume
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(train_step, donate_argnums=0,
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)))
+
+
+def make_eval_step(model, loss_fn, obj_cfg, state_shardings, mesh):
+    def eval_step(params, batch, rng):
+        _, (metrics, _) = loss_fn(params, model, batch, rng, obj_cfg, deterministic=True)
+        return metrics
+
+    return jax.jit(eval_step, in_shardings=(state_shardings.params, sharding.batch_sharding(mesh),
+                                            sharding.replicated(mesh)))
+
+
+class Trainer:
+    """Everything a run needs, built and checked before the first compile."""
+
+    def __init__(self, config, workdir: str, devices=None):
+        self.config, self.workdir = config, os.path.abspath(workdir)
+        self.meta = load_metadata(config.data.dir)
+        devices = list(devices if devices is not None else jax.devices())
+        config_lib.validate(config, vocab_size=self.meta["vocab_size"], num_devices=len(devices))
+        if self.meta["seq_length"] != config.data.seq_length:
+            raise config_lib.ConfigError(
+                f"data.seq_length={config.data.seq_length} but {config.data.dir} was prepared with "
+                f"seq_length={self.meta['seq_length']}")
+        self.mesh = sharding.make_mesh(config, devices)
+        self.rules = sharding.axis_rules(config)
+        dp = sharding.data_parallel_size(self.mesh)
+        if config.train.batch_size % dp:
+            raise config_lib.ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by the "
+                                         f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
+        self.local_batch = config.train.batch_size // jax.process_count()
+        examples = self.meta["train"]["examples"] // jax.process_count()
+        if examples < self.local_batch:
+            raise DataError(f"{config.data.dir} has {self.meta['train']['examples']} training examples, fewer than "
+                            f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
+
+        vocab = self.meta["vocab_size"]
+        self.model = build_model(config, vocab)
+        self.obj_cfg = ObjectiveConfig.from_config(config, self.meta["special_ids"], vocab)
+        self.loss_fn = LOSSES[config.objective]
+        self.schedule = learning_rate_schedule(config.train)
+        self.tx = make_optimizer(config.train, self.schedule)
+
+    def dataset(self, split: str, *, repeat: bool = True, shuffle: bool = True):
+        return pipeline.make_dataset(self.meta, split, local_batch_size=self.local_batch, seed=self.config.seed,
+                                     shuffle=shuffle, repeat=repeat, process_index=jax.process_index(),
+                                     process_count=jax.process_count(), worker_count=self.config.data.worker_count)
+
+    def init(self):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            return create_train_state(self.model, self.tx, self.mesh, self.rules, self.config.data.seq_length,
+                                      self.obj_cfg.max_predictions, jax.random.key(self.config.seed))
+
+    def run(self) -> dict:
+        """Train to config.train.num_steps (resuming from the latest checkpoint); return final metrics."""
+        cfg, t = self.config, self.config.train
+        os.makedirs(self.workdir, exist_ok=True)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                f.write(cfg.to_json_best_effort(indent=2))
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            return self._loop(cfg, t)
+
+    def _loop(self, cfg, t) -> dict:
+        state, shardings = self.init()
+        train_step = make_train_step(self.model, self.loss_fn, self.obj_cfg, self.tx, self.schedule, shardings,
+                                     self.mesh)
+        eval_step = make_eval_step(self.model, self.loss_fn, self.obj_cfg, shardings, self.mesh)
+        batch_sharding = sharding.batch_sharding(self.mesh)
+        train_iter = iter(self.dataset("train"))
+        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=t.keep_checkpoints)
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore(abstract_like(state, shardings), train_iter)
+            logging.info("resuming from step %d", int(state.step))
+        writer = MetricsWriter(self.workdir)
+        rng = jax.random.key(cfg.seed + 1)
+        start = int(state.step)
+        tokens_per_step = t.batch_size * cfg.data.seq_length
+        last_train, last_eval = {}, {}
+        bar = tqdm(total=t.num_steps, initial=start, desc="pretrain", unit="step",
+                   disable=jax.process_index() != 0, dynamic_ncols=True)
+        tick, tick_step = time.perf_counter(), start
+        for step in range(start, t.num_steps):
+            batch = sharding.global_batch(next(train_iter), batch_sharding)
+            state, metrics = train_step(state, batch, rng)
+            done = step + 1
+            if done % t.log_every == 0 or done == t.num_steps:
+                last_train = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
+                now = time.perf_counter()
+                last_train["tokens_per_second"] = (done - tick_step) * tokens_per_step / (now - tick)
+                tick, tick_step = now, done
+                writer.write(done, "train", last_train)
+                bar.set_postfix(loss=f"{last_train['loss']:.3f}", tok_s=f"{last_train['tokens_per_second']:.0f}")
+            if (done % t.eval_every == 0 or done == t.num_steps) and self.meta["eval"]["examples"] >= self.local_batch:
+                last_eval = self.evaluate(eval_step, state.params, batch_sharding)
+                writer.write(done, "eval", last_eval)
+            if done % t.checkpoint_every == 0 or done == t.num_steps:
+                ckpt.save(done, state, train_iter)
+            bar.update(1)
+        bar.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+        return dict(step=int(state.step), train=last_train, eval=last_eval,
+                    checkpoints=ckpt.directory, tensorboard=writer.logdir)
+
+    def evaluate(self, eval_step, params, batch_sharding) -> dict:
+        """Mean metrics over eval_steps batches of the held-out split, with fixed masking keys."""
+        it = iter(self.dataset("eval", repeat=True, shuffle=False))
+        rng = jax.random.key(self.config.seed + 2)
+        totals = []
+        for i in range(self.config.train.eval_steps):
+            batch = sharding.global_batch(next(it), batch_sharding)
+            totals.append(eval_step(params, batch, jax.random.fold_in(rng, i)))
+        totals = jax.device_get(totals)
+        return {k: float(np.mean([m[k] for m in totals])) for k in totals[0]}
+
+
+def pretrain(config, workdir: str) -> dict:
+    return Trainer(config, workdir).run()
+
+
+def load_run_config(workdir: str):
+    import ml_collections
+    with open(os.path.join(workdir, "config.json")) as f:
+        return ml_collections.ConfigDict(json.load(f))
