@@ -21,6 +21,15 @@ MODEL_SIZES = {
 }
 
 
+# Pretraining hyperparameters that differ by size (paper Table 6; "tiny" trains in minutes on a CPU).
+TRAINING_BY_SIZE = {
+    "tiny": dict(batch_size=32, learning_rate=1e-3, num_steps=2_000, warmup_steps=100, seq_length=128),
+    "small": dict(batch_size=128, learning_rate=5e-4, num_steps=1_000_000, warmup_steps=10_000, seq_length=128),
+    "base": dict(batch_size=256, learning_rate=2e-4, num_steps=766_000, warmup_steps=10_000, seq_length=512),
+    "large": dict(batch_size=2048, learning_rate=2e-4, num_steps=400_000, warmup_steps=10_000, seq_length=512),
+}
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
 
@@ -28,7 +37,9 @@ class ConfigError(ValueError):
 def default_config(size: str = "small") -> ml_collections.ConfigDict:
     if size not in MODEL_SIZES:
         raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+    training = TRAINING_BY_SIZE[size]
     c = ml_collections.ConfigDict()
+    c.size = size
     c.seed = 0
     c.objective = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT baseline)
 
@@ -54,15 +65,15 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         dir="",          # output of `electra-jax prepare`
-        seq_length=128,  # must equal the prepared data's
+        seq_length=training["seq_length"],  # must equal the prepared data's
         worker_count=0,  # grain worker processes (0: read in the main process)
     ))
 
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=128,  # global batch, over all processes
-        num_steps=1_000_000,
-        learning_rate=5e-4,
-        warmup_steps=10_000,
+        batch_size=training["batch_size"],  # global batch, over all processes
+        num_steps=training["num_steps"],
+        learning_rate=training["learning_rate"],
+        warmup_steps=training["warmup_steps"],
         schedule="reference",  # "reference": lr*(1-t/T)*min(1,t/W); "warmup_linear": optax warmup then decay
         weight_decay=0.01,
         adam_b1=0.9,
@@ -77,6 +88,9 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         checkpoint_every=10_000,
         keep_checkpoints=3,
     ))
+
+    if size == "tiny":  # minutes, not days: log, evaluate and checkpoint more often
+        c.train.update(log_every=50, eval_every=500, checkpoint_every=500)
 
     # Mesh axes: -1 takes the devices left over. Logical axis rules map the model's annotations.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -113,6 +127,8 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
         if not ok:
             raise ConfigError(msg)
 
+    need(bool(config.data.dir), "data.dir is empty: point it at the output of `electra-jax prepare` "
+         "(--config.data.dir=PATH)")
     need(config.objective in ("electra", "mlm"),
          f"objective={config.objective!r}: choose 'electra' or 'mlm'")
     need(m.hidden_size % m.num_heads == 0,

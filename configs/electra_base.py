@@ -1,0 +1,10 @@
+"""ELECTRA-Base (paper Table 6): 12 layers, hidden 768, generator 1/3, lr 2e-4, batch 256, seq 512, 766K steps.
+
+Values live in electra_jax/config.py (MODEL_SIZES, TRAINING_BY_SIZE); override any field on the
+command line, e.g. --config.data.dir=data/my_corpus --config.train.batch_size=64.
+"""
+from electra_jax.config import default_config
+
+
+def get_config():
+    return default_config("base")

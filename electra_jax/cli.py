@@ -1,0 +1,165 @@
+"""The `electra-jax` command: demo, prepare, pretrain."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+USAGE = """usage: electra-jax COMMAND [options]
+
+commands:
+  demo       build a corpus from the Python standard library's docstrings, train a tokenizer,
+             prepare the data and pretrain a tiny ELECTRA on this machine (a few minutes on CPU)
+  prepare    tokenize and pack text files or a tfds dataset into ArrayRecord shards
+  pretrain   pretrain from a config: --config configs/electra_small.py --workdir DIR
+             [--config.data.dir=PREPARED] [--config.a.b=value ...]
+
+`electra-jax COMMAND --help` for the options of one command.
+"""
+
+METRICS_HELP = """\
+What the metrics mean:
+  loss                     generator_loss + 50 * discriminator_loss (the joint objective)
+  generator_loss/accuracy  masked-LM cross-entropy and top-1 accuracy of the small generator at the
+                           masked positions (how plausible its replacements are)
+  discriminator_loss       sigmoid cross-entropy of 'was this token replaced?' over all real tokens
+  discriminator_accuracy   share of tokens classified right; compare with 1 - replaced_fraction,
+                           the accuracy of always answering 'original'
+  discriminator_precision  of the tokens flagged as replaced, the share that were
+  discriminator_recall     of the replaced tokens, the share that were flagged
+  replaced_fraction        share of tokens the generator changed (it falls as the generator improves,
+                           because a correct guess counts as original)"""
+
+
+def _prepare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="electra-jax prepare", description="Tokenize and pack a corpus.")
+    p.add_argument("--input", action="append", default=[], help="text/.jsonl file, directory or glob (repeatable)")
+    p.add_argument("--tfds", default="", help="a prepared tfds dataset name (ArrayRecord format), e.g. wikipedia/20230601.en")
+    p.add_argument("--tfds_split", default="train")
+    p.add_argument("--tfds_data_dir", default=None)
+    p.add_argument("--text_key", default="text", help="jsonl field / tfds feature with the text")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--tokenizer", default="", help="reuse this SentencePiece .model instead of training one")
+    p.add_argument("--vocab_size", type=int, default=30522)
+    p.add_argument("--seq_length", type=int, default=128)
+    p.add_argument("--eval_fraction", type=float, default=0.01)
+    p.add_argument("--num_workers", type=int, default=0, help="tokenizer processes (0: all cores)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def cmd_prepare(argv: list[str]) -> dict:
+    from electra_jax.data.prepare import PrepareOptions, prepare
+    a = _prepare_parser().parse_args(argv)
+    meta = prepare(PrepareOptions(
+        inputs=a.input, tfds_name=a.tfds, tfds_split=a.tfds_split, tfds_data_dir=a.tfds_data_dir,
+        text_key=a.text_key, output_dir=a.output_dir, tokenizer=a.tokenizer, vocab_size=a.vocab_size,
+        seq_length=a.seq_length, eval_fraction=a.eval_fraction, num_workers=a.num_workers, seed=a.seed,
+        overwrite=a.overwrite))
+    stats = meta["read_stats"]
+    print(f"prepared {meta['train']['examples']} training and {meta['eval']['examples']} held-out examples "
+          f"({meta['tokens']} tokens, vocabulary {meta['vocab_size']}) in {os.path.abspath(a.output_dir)}")
+    if stats["invalid_utf8_lines"]:
+        print(f"skipped {stats['invalid_utf8_lines']} lines that are not valid UTF-8: {stats['invalid_utf8_by_file']}")
+    if stats["empty_files"]:
+        print(f"files with no text: {stats['empty_files']}")
+    return meta
+
+
+def _pretrain_flags(argv: list[str]):
+    from absl import flags
+    from ml_collections import config_flags
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", flag_values=fv,
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here", flag_values=fv)
+    flags.DEFINE_string("coordinator", None, "multi-host: host:port of process 0 (auto on TPU and SLURM)",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
+    fv(["electra-jax pretrain"] + argv)
+    if fv.config is None or fv.workdir is None:
+        raise SystemExit("electra-jax pretrain: --config and --workdir are required")
+    return fv
+
+
+def cmd_pretrain(argv: list[str]) -> dict:
+    fv = _pretrain_flags(argv)
+    from electra_jax import sharding
+    sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id)
+    from electra_jax.train import pretrain
+    result = pretrain(fv.config, fv.workdir)
+    _print_result(result)
+    return result
+
+
+def _print_result(result: dict) -> None:
+    import jax
+    if jax.process_index() != 0:
+        return
+    print(f"\nfinished at step {result['step']}")
+    for split in ("train", "eval"):
+        if result[split]:
+            shown = {k: round(v, 4) for k, v in result[split].items() if k != "learning_rate"}
+            print(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    print(f"checkpoints: {result['checkpoints']}")
+    print(f"TensorBoard: tensorboard --logdir {result['tensorboard']}")
+    print(METRICS_HELP)
+
+
+def cmd_demo(argv: list[str]) -> dict:
+    p = argparse.ArgumentParser(prog="electra-jax demo", description="Pretrain a tiny ELECTRA on stdlib docstrings.")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--vocab_size", type=int, default=4000)
+    a = p.parse_args(argv)
+    from electra_jax.config import default_config
+    from electra_jax.data import stdlib_corpus
+    from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
+
+    workdir = os.path.abspath(a.workdir)
+    corpus_path = os.path.join(workdir, "corpus", "stdlib_docstrings.txt")
+    data_dir = os.path.join(workdir, "data")
+    if not os.path.exists(os.path.join(data_dir, "metadata.json")):
+        print("1/3 building a corpus from the docstrings of the Python standard library ...")
+        info = stdlib_corpus.write_corpus(corpus_path)
+        print(f"    {info['documents']} docstrings, {info['bytes'] / 1e6:.1f} MB -> {corpus_path}")
+        print("2/3 training a SentencePiece vocabulary and packing examples ...")
+        prepare(PrepareOptions(inputs=[corpus_path], output_dir=data_dir, vocab_size=a.vocab_size,
+                               seq_length=128, eval_fraction=0.02, overwrite=True))
+    meta = load_metadata(data_dir)
+    print(f"    {meta['train']['examples']} training / {meta['eval']['examples']} held-out examples of 128 tokens")
+    config = default_config("tiny")
+    config.data.dir = data_dir
+    config.train.update(num_steps=a.steps, warmup_steps=min(100, a.steps // 10), eval_every=max(1, a.steps // 4),
+                        checkpoint_every=max(1, a.steps // 2))
+    print(f"3/3 pretraining ELECTRA-Tiny for {a.steps} steps (batch {config.train.batch_size}, 128 tokens) ...")
+    from electra_jax.train import pretrain
+    result = pretrain(config, os.path.join(workdir, "run"))
+    _print_result(result)
+    return result
+
+
+COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from electra_jax.config import ConfigError
+    from electra_jax.data.corpus import DataError
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except (ConfigError, DataError) as e:
+        print(f"electra-jax {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Shared fixtures. Real data comes from ../shared/data through `shared_data`, which skips the test
+with a message when the folder is absent (set ELECTRA_SHARED_DATA to point elsewhere)."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> pathlib.Path | None:
+    path = pathlib.Path(os.environ.get("ELECTRA_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present (set ELECTRA_SHARED_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared(shared_data, tmp_path_factory):
+    """Real English text (three Gutenberg books), SentencePiece 1000, sequences of 64 tokens."""
+    from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
+    books = shared_data / "pretrain" / "gutenberg_nltk_tokenized"
+    out = tmp_path_factory.mktemp("data") / "gutenberg"
+    prepare(PrepareOptions(inputs=[str(books / f) for f in ("carroll-alice.txt", "austen-persuasion.txt",
+                                                             "chesterton-thursday.txt")],
+                           output_dir=str(out), vocab_size=1000, seq_length=64, eval_fraction=0.05,
+                           num_workers=2))
+    return load_metadata(str(out))
+
+
+def tiny_config(data_dir: str = "/unused", **train):
+    """A model small enough to compile in seconds."""
+    from electra_jax.config import default_config
+    c = default_config("tiny")
+    c.model.update(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, embedding_size=32,
+                   generator_fraction=0.5)
+    c.data.update(dir=data_dir, seq_length=64)
+    c.train.update(batch_size=16, num_steps=20, learning_rate=2e-3, warmup_steps=5, log_every=5, eval_every=10,
+                   eval_steps=2, checkpoint_every=10)
+    c.train.update(**train)
+    return c
