@@ -86,8 +86,9 @@ def _pack_chunk(task) -> tuple[list[bytes], list[bytes], int]:
     cls_id, sep_id = tok.special_ids["cls"], tok.special_ids["sep"]
     for doc in docs:
         ids, offset = flat[offset:offset + len(doc)], offset + len(doc)
-        target = held_out if rng.random() < eval_fraction else train
         for first, second in packer.pack(ids):
+            # Held out per example, not per document: a corpus may be a few huge documents.
+            target = held_out if rng.random() < eval_fraction else train
             target.append(packing.encode_record(first, second, cls_id, sep_id))
             tokens += len(first) + len(second)
     return train, held_out, tokens
@@ -130,7 +131,9 @@ class _ShardWriter:
 def _training_sentences(opts: PrepareOptions) -> Iterator[str]:
     stats = corpus.ReadStats()
     for doc in _documents(opts, stats):
-        yield from doc
+        for sentence in doc:  # SentencePiece ignores sentences over max_sentence_length: cut long lines
+            for i in range(0, len(sentence), 4096):
+                yield sentence[i:i + 4096]
 
 
 def prepare(opts: PrepareOptions) -> dict:
@@ -176,7 +179,22 @@ def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
         tokenizer = Tokenizer(model_path)
     else:
         logging.info("training a SentencePiece vocabulary of %d pieces", opts.vocab_size)
-        tokenizer = train_sentencepiece(_training_sentences(opts), model_path, opts.vocab_size)
+        errors: list[DataError] = []
+
+        def sentences():  # keep our error: SentencePiece would wrap it in its own
+            try:
+                yield from _training_sentences(opts)
+            except DataError as e:
+                errors.append(e)
+
+        try:
+            tokenizer = train_sentencepiece(sentences(), model_path, opts.vocab_size)
+        except RuntimeError:
+            if errors:
+                raise errors[0] from None
+            raise
+        if errors:
+            raise errors[0]
 
     stats = corpus.ReadStats()
     tasks = ((i, chunk, opts.seq_length, opts.eval_fraction, opts.seed)
