@@ -72,14 +72,15 @@ def _pretrain_flags(argv: list[str]):
     from absl import flags
     from ml_collections import config_flags
     fv = flags.FlagValues()
+    argv = ["electra-jax pretrain"] + argv
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", flag_values=fv,
-                                    lock_config=True)
+                                    lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here", flag_values=fv)
     flags.DEFINE_string("coordinator", None, "multi-host: host:port of process 0 (auto on TPU and SLURM)",
                         flag_values=fv)
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
-    fv(["electra-jax pretrain"] + argv)
+    fv(argv)
     if fv.config is None or fv.workdir is None:
         raise SystemExit("electra-jax pretrain: --config and --workdir are required")
     return fv

@@ -60,7 +60,7 @@ def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh
         (_, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+        metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return jax.jit(train_step, donate_argnums=0,

@@ -1,0 +1,71 @@
+import pathlib
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from electra_jax.config import ConfigError, default_config, generator_size, max_predictions, validate
+from electra_jax.sharding import mesh_shape
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load(name, *overrides):
+    fv = flags.FlagValues()
+    argv = ["prog", f"--config={CONFIGS / name}", *overrides]
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+
+def test_config_files_hold_the_paper_values():
+    small, base, large = (load(f"electra_{s}.py", "--config.data.dir=/d") for s in ("small", "base", "large"))
+    assert (small.model.hidden_size, small.model.num_layers, small.model.embedding_size) == (256, 12, 128)
+    assert (small.train.learning_rate, small.train.batch_size, small.data.seq_length) == (5e-4, 128, 128)
+    assert generator_size(small) == dict(hidden_size=64, num_heads=1, intermediate_size=256)
+    assert max_predictions(small) == 19
+    assert generator_size(base) == dict(hidden_size=256, num_heads=4, intermediate_size=1024)
+    assert (base.train.learning_rate, base.train.batch_size, base.train.num_steps) == (2e-4, 256, 766_000)
+    assert (large.pretrain.mask_prob, large.train.batch_size, large.model.num_heads) == (0.25, 2048, 16)
+    for c in (small, base, large):
+        assert c.train.adam_eps == 1e-6 and c.train.weight_decay == 0.01 and c.train.warmup_steps == 10_000
+        assert c.pretrain.discriminator_weight == 50.0 and c.train.grad_clip_norm == 1.0
+        validate(c, vocab_size=30522, num_devices=8)
+
+
+def test_command_line_overrides():
+    c = load("electra_tiny.py", "--config.train.batch_size=64", "--config.objective=mlm",
+             "--config.model.generator_fraction=1.0")
+    assert c.train.batch_size == 64 and c.objective == "mlm" and c.model.generator_fraction == 1.0
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.num_heads", 3, "hidden_size=128 is not divisible by model.num_heads=3"),
+    ("data.seq_length", 1024, "exceeds model.max_position_embeddings=512"),
+    ("model.generator_fraction", 0.0, r"generator_fraction=0.0 must lie in \(0, 1\]"),
+    ("model.generator_fraction", 1.5, r"generator_fraction=1.5 must lie in \(0, 1\]"),
+    ("objective", "bert", "objective='bert'"),
+    ("train.batch_size", 30, "batch_size=30 is not divisible by the 8 devices"),
+    ("model.vocab_size", 999, "vocab_size=999 does not match the tokenizer's vocabulary of 1000"),
+    ("data.dir", "", "data.dir is empty"),
+    ("pretrain.mask_prob", 1.2, "mask_prob=1.2"),
+])
+def test_validation_names_the_field(field, value, message):
+    c = default_config("tiny")
+    c.data.dir = "/d"
+    section, _, key = field.rpartition(".")
+    (c[section] if section else c)[key] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(c, vocab_size=1000, num_devices=8)
+
+
+def test_mesh_must_fit_the_devices():
+    mesh = default_config("tiny").mesh
+    assert mesh_shape(mesh, 8) == (8, 1, 1)
+    mesh.update(data=2, fsdp=-1, tensor=2)
+    assert mesh_shape(mesh, 8) == (2, 2, 2)
+    with pytest.raises(ConfigError, match="do not divide the 6 devices"):
+        mesh_shape(mesh, 6) if mesh.update(data=4) is None else None
+    mesh.update(data=2, fsdp=2, tensor=1)
+    with pytest.raises(ConfigError, match="has 4 devices but 8 are available"):
+        mesh_shape(mesh, 8)
