@@ -1,0 +1,55 @@
+"""The `electra-jax` command end to end, as a user runs it, in a temporary directory."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run(*args, cwd):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "electra_jax.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+TINY = ["--config.model.num_layers=1", "--config.model.hidden_size=64", "--config.model.num_heads=1",
+        "--config.model.intermediate_size=128", "--config.model.embedding_size=32", "--config.data.seq_length=32",
+        "--config.train.batch_size=8", "--config.train.num_steps=4", "--config.train.log_every=2",
+        "--config.train.eval_every=4", "--config.train.eval_steps=1"]
+
+
+def test_prepare_then_pretrain(shared_data, tmp_path):
+    text = shared_data / "pretrain" / "gutenberg_nltk_tokenized" / "blake-poems.txt"
+    r = run("prepare", "--input", str(text), "--output_dir", "data", "--vocab_size", "400", "--seq_length", "32",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "training and" in r.stdout and (tmp_path / "data" / "metadata.json").exists()
+    r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--workdir", "run",
+            "--config.data.dir=data", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "finished at step 4" in r.stdout and "TensorBoard: tensorboard --logdir" in r.stdout
+    assert (tmp_path / "run" / "checkpoints" / "4").is_dir()
+
+    # a second prepare into the same directory is refused and leaves the data alone
+    r = run("prepare", "--input", str(text), "--output_dir", "data", cwd=tmp_path)
+    assert r.returncode == 2 and "already exists; pass --overwrite" in r.stderr
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--workdir", "run",
+            "--config.data.dir=nowhere", cwd=tmp_path)
+    assert r.returncode == 2 and "nowhere is not a prepared dataset" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("prepare", "--input", "missing.txt", "--output_dir", "d", cwd=tmp_path)
+    assert r.returncode == 2 and "missing.txt does not exist" in r.stderr
+    r = run("frobnicate", cwd=tmp_path)
+    assert r.returncode == 2 and "usage: electra-jax" in r.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = run("demo", "--workdir", "demo", "--steps", "6", "--vocab_size", "1000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "docstrings" in r.stdout and "finished at step 6" in r.stdout and "What the metrics mean" in r.stdout
+    assert (tmp_path / "demo" / "run" / "metrics.jsonl").exists()
