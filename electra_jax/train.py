@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import logging
 import os
 import time
@@ -39,18 +40,49 @@ def build_model(config, vocab_size: int) -> nn.Module:
     return ElectraPretrainer(disc, gen) if config.objective == "electra" else MaskedLM(disc)
 
 
+def build_training(config, vocab_size: int, special_ids: dict):
+    """(model, objective config, loss function, learning-rate schedule, optimizer) for a config."""
+    model = build_model(config, vocab_size)
+    obj_cfg = ObjectiveConfig.from_config(config, special_ids, vocab_size)
+    schedule = learning_rate_schedule(config.train)
+    return model, obj_cfg, LOSSES[config.objective], schedule, make_optimizer(config.train, schedule)
+
+
+def init_train_state(model, tx, seq_length: int, max_predictions: int, rng) -> TrainState:
+    """Parameters (boxed with their logical axis names) and optimizer state."""
+    ids = jnp.zeros((1, seq_length), jnp.int32)
+    params = model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
 def create_train_state(model, tx, mesh, rules, seq_length: int, max_predictions: int, rng):
     """Initialise directly into the shardings derived from the parameters' logical axis names."""
-    def init(rng):
-        ids = jnp.zeros((1, seq_length), jnp.int32)
-        params = model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
+    init = functools.partial(init_train_state, model, tx, seq_length, max_predictions)
     abstract = jax.eval_shape(init, rng)
     sharding.check_divisible(abstract.params, mesh, rules)
     shardings = sharding.logical_shardings(abstract, mesh, rules)
     state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
     return state, shardings
+
+
+def train_state_bytes(config, vocab_size: int, devices) -> dict:
+    """Bytes of parameters + optimizer state: in total, and on the fullest device under the config's
+    mesh (from the shardings alone; nothing is allocated)."""
+    mesh = sharding.make_mesh(config, devices)
+    rules = sharding.axis_rules(config)
+    model, obj, _, _, tx = build_training(config, vocab_size, dict(pad=0, unk=1, cls=2, sep=3, mask=4))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        abstract = jax.eval_shape(lambda r: init_train_state(model, tx, config.data.seq_length,
+                                                             obj.max_predictions, r), jax.random.key(0))
+        shardings = sharding.logical_shardings(abstract, mesh, rules)
+    leaves = jax.tree.leaves(nn.meta.unbox(abstract))
+    total = sum(x.size * x.dtype.itemsize for x in leaves)
+    per_device = dict.fromkeys(mesh.devices.flat, 0)
+    for leaf, sh in zip(leaves, jax.tree.leaves(shardings)):
+        for device, index in sh.devices_indices_map(leaf.shape).items():
+            per_device[device] += math.prod(len(range(*i.indices(n))) for i, n in zip(index, leaf.shape)) \
+                * leaf.dtype.itemsize
+    return dict(total=total, per_device=max(per_device.values()))
 
 
 def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh):
@@ -101,12 +133,8 @@ class Trainer:
             raise DataError(f"{config.data.dir} has {self.meta['train']['examples']} training examples, fewer than "
                             f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
 
-        vocab = self.meta["vocab_size"]
-        self.model = build_model(config, vocab)
-        self.obj_cfg = ObjectiveConfig.from_config(config, self.meta["special_ids"], vocab)
-        self.loss_fn = LOSSES[config.objective]
-        self.schedule = learning_rate_schedule(config.train)
-        self.tx = make_optimizer(config.train, self.schedule)
+        self.model, self.obj_cfg, self.loss_fn, self.schedule, self.tx = build_training(
+            config, self.meta["vocab_size"], self.meta["special_ids"])
 
     def dataset(self, split: str, *, repeat: bool = True, shuffle: bool = True):
         return pipeline.make_dataset(self.meta, split, local_batch_size=self.local_batch, seed=self.config.seed,
