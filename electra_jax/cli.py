@@ -80,6 +80,8 @@ def _pretrain_flags(argv: list[str]):
                         flag_values=fv)
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() and let it detect "
+                      "the cluster (Cloud TPU, SLURM, ...)", flag_values=fv)
     fv(argv)
     if fv.config is None or fv.workdir is None:
         raise SystemExit("electra-jax pretrain: --config and --workdir are required")
@@ -89,7 +91,7 @@ def _pretrain_flags(argv: list[str]):
 def cmd_pretrain(argv: list[str]) -> dict:
     fv = _pretrain_flags(argv)
     from electra_jax import sharding
-    sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id)
+    sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, auto=fv.distributed)
     from electra_jax.train import pretrain
     result = pretrain(fv.config, fv.workdir)
     _print_result(result)

