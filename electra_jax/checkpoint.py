@@ -1,8 +1,15 @@
-"""Orbax checkpoints of the train state together with the grain iterator position."""
+"""Orbax checkpoints: train state, grain iterator position and config, saved together.
+
+Orbax writes each checkpoint under a temporary name and renames it when complete, so a process
+killed mid-save leaves no checkpoint that looks finished; old checkpoints are deleted only after a
+newer one is complete. A finished checkpoint that cannot be read (a truncated file, a missing item)
+is moved aside to `corrupt-STEP-TIME` and the next older one is used, with a warning.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 import grain
 import jax
@@ -19,22 +26,47 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_iter=None) -> None:
+    def save(self, step: int, state, data_iter=None, config: dict | None = None) -> None:
         items = dict(state=ocp.args.StandardSave(state))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
+    def reached_preemption(self, step: int) -> bool:
+        """True on every host once any host was told to stop (multi-host runs; Cloud TPU maintenance)."""
+        return jax.process_count() > 1 and self.manager.reached_preemption(step)
+
     def restore(self, abstract_state, data_iter=None, step: int | None = None):
-        """Restore onto the shardings in `abstract_state` (a tree of jax.ShapeDtypeStruct with
-        .sharding): a checkpoint written on another mesh lands on this one."""
+        """Restore onto the shardings in `abstract_state` (jax.ShapeDtypeStruct leaves with .sharding):
+        a checkpoint written on another mesh lands on this one."""
         step = self.latest_step() if step is None else step
         items = dict(state=ocp.args.StandardRestore(abstract_state))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        logging.info("restored step %d from %s", step, self.directory)
-        return restored["state"]
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def restore_latest_good(self, abstract_state, data_iter=None):
+        """The newest checkpoint that reads back, or None. Unreadable ones are moved aside."""
+        for step in sorted(self.manager.all_steps(read=True), reverse=True):
+            try:
+                state = self.restore(abstract_state, data_iter, step)
+            except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                aside = self._move_aside(step)
+                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); moved it to %s and trying "
+                                "the previous one", step, self.directory, type(e).__name__, str(e)[:300], aside)
+                continue
+            logging.info("restored step %d from %s", step, self.directory)
+            return state
+        return None
+
+    def _move_aside(self, step: int) -> str:
+        aside = os.path.join(self.directory, f"corrupt-{step}-{int(time.time())}")
+        if jax.process_index() == 0:
+            os.replace(os.path.join(self.directory, str(step)), aside)
+        self.manager.reload()
+        return aside
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -45,3 +77,58 @@ class Checkpointer:
 
 def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) for each objective
+    "electra": {"discriminator": dict(embeddings="embeddings", encoder="discriminator", head="discriminator_head"),
+                "generator": dict(embeddings="embeddings", encoder="generator", head="generator_head")},
+    "mlm": {"encoder": dict(embeddings="embeddings", encoder="encoder", head="lm_head")},
+}
+
+
+def export(workdir: str, out: str) -> dict:
+    """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
+    OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
+    OUT/tokenizer.model. Each network is {embeddings, encoder, head}."""
+    import json
+    import shutil
+
+    import flax.linen as nn
+    import ml_collections
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from electra_jax.data.prepare import TOKENIZER, load_metadata
+    from electra_jax.train import build_training, init_train_state
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if os.path.exists(out):
+        raise FileExistsError(f"export target {out} already exists")
+    meta = load_metadata(config.data.dir)
+    model, obj, _, _, tx = build_training(config, meta["vocab_size"], meta["special_ids"])
+    abstract = jax.eval_shape(lambda r: init_train_state(model, tx, config.data.seq_length, obj.max_predictions, r),
+                              jax.random.key(0))
+    one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("d",)), PartitionSpec())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
+                            nn.meta.unbox(abstract))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = ckpt.restore_latest_good(abstract)
+    if state is None:
+        raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    saver = ocp.StandardCheckpointer()
+    parts = EXPORT_PARTS[config.objective]
+    for part, names in parts.items():
+        saver.save(os.path.join(tmp, part), {k: state.params[v] for k, v in names.items()})
+    saver.wait_until_finished()
+    shutil.copyfile(os.path.join(meta["dir"], TOKENIZER), os.path.join(tmp, TOKENIZER))
+    info = dict(step=int(state.step), objective=config.objective, parts=sorted(parts), model=config.model.to_dict(),
+                generator_fraction=config.model.generator_fraction, vocab_size=meta["vocab_size"],
+                special_ids=meta["special_ids"], seq_length=config.data.seq_length, source_workdir=os.path.abspath(workdir))
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, out)
+    ckpt.close()
+    return info

@@ -13,7 +13,8 @@ commands:
              prepare the data and pretrain a tiny ELECTRA on this machine (a few minutes on CPU)
   prepare    tokenize and pack text files or a tfds dataset into ArrayRecord shards
   pretrain   pretrain from a config: --config configs/electra_small.py --workdir DIR
-             [--config.data.dir=PREPARED] [--config.a.b=value ...]
+             [--config.data.dir=PREPARED] [--config.a.b=value ...]; resumes from DIR's checkpoints
+  export     the pretrained networks alone, for fine-tuning: --workdir DIR --out EXPORT_DIR
 
 `electra-jax COMMAND --help` for the options of one command.
 """
@@ -102,7 +103,12 @@ def _print_result(result: dict) -> None:
     import jax
     if jax.process_index() != 0:
         return
-    print(f"\nfinished at step {result['step']}")
+    if result.get("preempted"):
+        print(f"\nstopped at step {result['step']} on request; checkpoint saved. Rerun the same command to resume.")
+    else:
+        print(f"\nfinished at step {result['step']}")
+    if result.get("skipped_steps"):
+        print(f"skipped {result['skipped_steps']} updates with a non-finite loss or gradient")
     for split in ("train", "eval"):
         if result[split]:
             shown = {k: round(v, 4) for k, v in result[split].items() if k != "learning_rate"}
@@ -145,7 +151,19 @@ def cmd_demo(argv: list[str]) -> dict:
     return result
 
 
-COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain}
+def cmd_export(argv: list[str]) -> dict:
+    p = argparse.ArgumentParser(prog="electra-jax export",
+                                description="Pretrained networks alone (no optimizer state) + config + tokenizer.")
+    p.add_argument("--workdir", required=True, help="a pretraining workdir")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    from electra_jax.checkpoint import export
+    info = export(a.workdir, a.out)
+    print(f"exported step {info['step']} ({', '.join(info['parts'])}) to {os.path.abspath(a.out)}")
+    return info
+
+
+COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and grain are chatty at INFO
     from electra_jax.config import ConfigError
     from electra_jax.data.corpus import DataError
+    from electra_jax.train import NonFiniteError
     try:
         COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, NonFiniteError, FileExistsError, FileNotFoundError) as e:
         print(f"electra-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -87,6 +87,7 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         eval_steps=20,
         checkpoint_every=10_000,
         keep_checkpoints=3,
+        nonfinite="skip",  # non-finite loss/gradients: "skip" the update (counted), or "stop" with a debug checkpoint
     ))
 
     if size == "tiny":  # minutes, not days: log, evaluate and checkpoint more often
@@ -155,6 +156,7 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
     need(t.schedule in ("reference", "warmup_linear"),
          f"train.schedule={t.schedule!r}: choose 'reference' or 'warmup_linear'")
+    need(t.nonfinite in ("skip", "stop"), f"train.nonfinite={t.nonfinite!r}: choose 'skip' or 'stop'")
     need(t.log_every > 0 and t.eval_every > 0 and t.checkpoint_every > 0,
          "train.log_every, eval_every and checkpoint_every must be positive")
     if vocab_size is not None:

@@ -1,11 +1,14 @@
 """Train state, the sharded train step, and the pretraining loop."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -33,6 +36,12 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    skipped_steps: jax.Array        # updates skipped for a non-finite loss or gradient
+    first_nonfinite_step: jax.Array  # -1 until the first one
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradients stopped being finite (train.nonfinite="stop")."""
 
 
 def build_model(config, vocab_size: int) -> nn.Module:
@@ -52,7 +61,8 @@ def init_train_state(model, tx, seq_length: int, max_predictions: int, rng) -> T
     """Parameters (boxed with their logical axis names) and optimizer state."""
     ids = jnp.zeros((1, seq_length), jnp.int32)
     params = model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      skipped_steps=jnp.zeros((), jnp.int32), first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
 def create_train_state(model, tx, mesh, rules, seq_length: int, max_predictions: int, rng):
@@ -89,11 +99,19 @@ def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh
     def train_step(state: TrainState, batch: dict, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)  # one key per step, reproducible on resume
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg)
+        (loss, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite loss or gradient leaves parameters and optimizer state as they were.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        skipped = state.skipped_steps + (~finite).astype(jnp.int32)
+        first_bad = jnp.where((state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step)
+        metrics.update(grad_norm=grad_norm, learning_rate=schedule(state.step), skipped_steps=skipped)
+        return TrainState(step=state.step + 1, params=keep(params, state.params),
+                          opt_state=keep(opt_state, state.opt_state), skipped_steps=skipped,
+                          first_nonfinite_step=first_bad), metrics
 
     return jax.jit(train_step, donate_argnums=0,
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
@@ -164,40 +182,57 @@ class Trainer:
         batch_sharding = sharding.batch_sharding(self.mesh)
         train_iter = iter(self.dataset("train"))
         ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=t.keep_checkpoints)
-        if ckpt.latest_step() is not None:
-            state = ckpt.restore(abstract_like(state, shardings), train_iter)
+        restored = ckpt.restore_latest_good(abstract_like(state, shardings), train_iter)
+        if restored is not None:
+            state = restored
             logging.info("resuming from step %d", int(state.step))
         writer = MetricsWriter(self.workdir)
-        rng = jax.random.key(cfg.seed + 1)
+        rng = jax.random.key(cfg.seed + 1)  # with the step number, the whole random state
         start = int(state.step)
         tokens_per_step = t.batch_size * cfg.data.seq_length
-        last_train, last_eval = {}, {}
+        last_train, last_eval, preempted = {}, {}, False
         bar = tqdm(total=t.num_steps, initial=start, desc="pretrain", unit="step",
                    disable=jax.process_index() != 0, dynamic_ncols=True)
         tick, tick_step = time.perf_counter(), start
-        for step in range(start, t.num_steps):
-            batch = sharding.global_batch(next(train_iter), batch_sharding)
-            state, metrics = train_step(state, batch, rng)
-            done = step + 1
-            if done % t.log_every == 0 or done == t.num_steps:
-                last_train = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
-                now = time.perf_counter()
-                last_train["tokens_per_second"] = (done - tick_step) * tokens_per_step / (now - tick)
-                tick, tick_step = now, done
-                writer.write(done, "train", last_train)
-                bar.set_postfix(loss=f"{last_train['loss']:.3f}", tok_s=f"{last_train['tokens_per_second']:.0f}")
-            if (done % t.eval_every == 0 or done == t.num_steps) and self.meta["eval"]["examples"] >= self.local_batch:
-                last_eval = self.evaluate(eval_step, state.params, batch_sharding)
-                writer.write(done, "eval", last_eval)
-            if done % t.checkpoint_every == 0 or done == t.num_steps:
-                ckpt.save(done, state, train_iter)
-            bar.update(1)
+        with _stop_on_sigterm() as stop:
+            for step in range(start, t.num_steps):
+                batch = sharding.global_batch(next(train_iter), batch_sharding)
+                state, metrics = train_step(state, batch, rng)
+                done = step + 1
+                if done % t.log_every == 0 or done == t.num_steps:
+                    last_train = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
+                    now = time.perf_counter()
+                    last_train["tokens_per_second"] = (done - tick_step) * tokens_per_step / (now - tick)
+                    tick, tick_step = now, done
+                    writer.write(done, "train", last_train)
+                    bar.set_postfix(loss=f"{last_train['loss']:.3f}", tok_s=f"{last_train['tokens_per_second']:.0f}")
+                    if last_train["skipped_steps"] and t.nonfinite == "stop":
+                        self._stop_on_nonfinite(state, ckpt)
+                if (done % t.eval_every == 0 or done == t.num_steps) and self.meta["eval"]["examples"] >= self.local_batch:
+                    last_eval = self.evaluate(eval_step, state.params, batch_sharding)
+                    writer.write(done, "eval", last_eval)
+                preempted = stop.requested or ckpt.reached_preemption(done)
+                if done % t.checkpoint_every == 0 or done == t.num_steps or preempted:
+                    ckpt.save(done, state, train_iter, config=cfg.to_dict())
+                bar.update(1)
+                if preempted:
+                    logging.warning("stop requested: saved step %d, exiting; rerun the same command to resume", done)
+                    break
         bar.close()
         ckpt.wait()
         ckpt.close()
         writer.close()
-        return dict(step=int(state.step), train=last_train, eval=last_eval,
-                    checkpoints=ckpt.directory, tensorboard=writer.logdir)
+        return dict(step=int(state.step), train=last_train, eval=last_eval, preempted=preempted,
+                    skipped_steps=int(state.skipped_steps), checkpoints=ckpt.directory, tensorboard=writer.logdir)
+
+    def _stop_on_nonfinite(self, state, ckpt):
+        step = int(state.first_nonfinite_step) + 1
+        debug = Checkpointer(os.path.join(self.workdir, "debug_checkpoint"), keep=1)
+        debug.save(int(state.step), state, config=self.config.to_dict())
+        debug.wait()
+        ckpt.wait()
+        raise NonFiniteError(f"non-finite loss or gradients at step {step} (train.nonfinite='stop'); the state "
+                             f"without that update is saved in {debug.directory}")
 
     def evaluate(self, eval_step, params, batch_sharding) -> dict:
         """Mean metrics over eval_steps batches of the held-out split, with fixed masking keys."""
@@ -209,6 +244,28 @@ class Trainer:
             totals.append(eval_step(params, batch, jax.random.fold_in(rng, i)))
         totals = jax.device_get(totals)
         return {k: float(np.mean([m[k] for m in totals])) for k in totals[0]}
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (preemption, scancel, docker stop) asks the loop to save and exit after this step.
+    A second SIGTERM changes nothing: the save in progress completes."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.requested = True
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pretrain(config, workdir: str) -> dict:
