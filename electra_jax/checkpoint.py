@@ -94,14 +94,13 @@ def export(workdir: str, out: str) -> dict:
     import shutil
 
     import flax.linen as nn
-    import ml_collections
     from jax.sharding import NamedSharding, PartitionSpec
 
     from electra_jax.data.prepare import TOKENIZER, load_metadata
-    from electra_jax.train import build_training, init_train_state
+    from electra_jax.train import build_training, init_train_state, load_run_config
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    workdir, out = os.path.abspath(workdir), os.path.abspath(out)
+    config = load_run_config(workdir)
     if os.path.exists(out):
         raise FileExistsError(f"export target {out} already exists")
     meta = load_metadata(config.data.dir)

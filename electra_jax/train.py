@@ -169,8 +169,10 @@ class Trainer:
         cfg, t = self.config, self.config.train
         os.makedirs(self.workdir, exist_ok=True)
         if jax.process_index() == 0:
+            saved = cfg.to_dict()
+            saved["data"]["dir"] = self.meta["dir"]  # absolute: export and resume work from any directory
             with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                f.write(cfg.to_json_best_effort(indent=2))
+                json.dump(saved, f, indent=2)
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             return self._loop(cfg, t)
 

@@ -32,6 +32,20 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
     assert "finished at step 4" in r.stdout and "TensorBoard: tensorboard --logdir" in r.stdout
     assert (tmp_path / "run" / "checkpoints" / "4").is_dir()
 
+    r = run("export", "--workdir", "run", "--out", "exported", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "exported step 4 (discriminator, generator)" in r.stdout
+    import json
+    info = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert info["vocab_size"] == 400 and info["model"]["hidden_size"] == 64
+    assert (tmp_path / "exported" / "tokenizer.model").exists()
+    import orbax.checkpoint as ocp
+    disc = ocp.StandardCheckpointer().restore(str(tmp_path / "exported" / "discriminator"))
+    assert set(disc) == {"embeddings", "encoder", "head"}
+    assert disc["encoder"]["layer_0"]["intermediate"]["kernel"].shape == (64, 128)
+    r = run("export", "--workdir", "run", "--out", "exported", cwd=tmp_path)
+    assert r.returncode == 2 and "already exists" in r.stderr
+
     # a second prepare into the same directory is refused and leaves the data alone
     r = run("prepare", "--input", str(text), "--output_dir", "data", cwd=tmp_path)
     assert r.returncode == 2 and "already exists; pass --overwrite" in r.stderr
