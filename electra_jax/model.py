@@ -28,6 +28,7 @@ class ModelConfig:
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     initializer_range: float = 0.02
+    layer_norm_eps: float = LAYER_NORM_EPS
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -54,7 +55,7 @@ def _zeros(names):
 
 
 def _layer_norm(cfg, name):
-    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
                         bias_init=_zeros(("embed",)))
 
@@ -216,3 +217,43 @@ class MaskedLM(nn.Module):
         x = self.embeddings(input_ids, token_type_ids, deterministic)
         h = self.encoder(x, attention_mask, deterministic)
         return self.lm_head(gather_positions(h, positions), self.embeddings)
+
+
+class ElectraEncoderModel(nn.Module):
+    """A single network with parameters {embeddings, encoder[, head]}: the shape of exported and
+    HuggingFace checkpoints. This one returns the last hidden states [B, L, H] (HF ElectraModel)."""
+    cfg: ModelConfig
+
+    def setup(self):
+        self.embeddings = Embeddings(self.cfg)
+        self.encoder = Encoder(self.cfg)
+
+    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        attention_mask = jnp.ones_like(input_ids) if attention_mask is None else attention_mask
+        token_type_ids = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        return self.encoder(self.embeddings(input_ids, token_type_ids, deterministic), attention_mask, deterministic)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        return self.hidden_states(input_ids, attention_mask, token_type_ids, deterministic)
+
+
+class ElectraDiscriminator(ElectraEncoderModel):
+    """Replaced-token-detection logits [B, L] (HF ElectraForPreTraining)."""
+
+    def setup(self):
+        super().setup()
+        self.head = DiscriminatorHead(self.cfg)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        return self.head(self.hidden_states(input_ids, attention_mask, token_type_ids, deterministic))
+
+
+class ElectraGenerator(ElectraEncoderModel):
+    """Masked-LM logits [B, L, V] over every position (HF ElectraForMaskedLM)."""
+
+    def setup(self):
+        super().setup()
+        self.head = MaskedLMHead(self.cfg)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        return self.head(self.hidden_states(input_ids, attention_mask, token_type_ids, deterministic), self.embeddings)

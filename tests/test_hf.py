@@ -1,0 +1,102 @@
+"""Parity with HuggingFace transformers (PyTorch, CPU) in both directions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from electra_jax import hf  # noqa: E402
+from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig  # noqa: E402
+
+SHAPES = {  # name: (embedding, hidden, layers, heads, ffn)
+    "E<H": (32, 64, 2, 2, 128),
+    "E=H": (48, 48, 2, 3, 96),
+    "gen 1/4 of E<H": (32, 16, 2, 1, 64),
+    "gen as wide as disc": (64, 64, 1, 1, 256),
+}
+ARCHS = {"ElectraForPreTraining": "discriminator", "ElectraForMaskedLM": "generator", "ElectraModel": "encoder"}
+
+
+def hf_model(arch, shape, seed=0):
+    e, h, layers, heads, ffn = shape
+    config = transformers.ElectraConfig(vocab_size=120, embedding_size=e, hidden_size=h, num_hidden_layers=layers,
+                                        num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=40,
+                                        type_vocab_size=2)
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(config).eval()
+    with torch.no_grad():  # random biases and LayerNorms too, so every tensor's mapping is checked
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def padded_batch(seed=0, batch=3, length=20, vocab=120):
+    rs = np.random.RandomState(seed)
+    ids = rs.randint(5, vocab, size=(batch, length))
+    lengths = np.array([length, length - 7, 5])[:batch]
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int64)
+    types = ((np.arange(length)[None] >= lengths[:, None] // 2) & (mask > 0)).astype(np.int64)
+    return ids * mask, mask, types
+
+
+def torch_out(model, ids, mask, types):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
+    return (out.logits if hasattr(out, "logits") else out.last_hidden_state).numpy()
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_load_matches_transformers(arch, shape, tmp_path):
+    model = hf_model(arch, SHAPES[shape])
+    model.save_pretrained(tmp_path)
+    module, params = hf.load(str(tmp_path))
+    ids, mask, types = padded_batch()
+    ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),
+                                   token_type_ids=jnp.asarray(types, jnp.int32)))
+    theirs = torch_out(model, ids, mask, types)
+    real = mask > 0  # padded positions are not comparable (their attention rows differ by design)
+    assert ours.shape == theirs.shape
+    assert np.max(np.abs(ours[real] - theirs[real])) < 1e-4
+
+
+@pytest.mark.parametrize("module_cls,arch", [(ElectraDiscriminator, "ElectraForPreTraining"),
+                                             (ElectraGenerator, "ElectraForMaskedLM")])
+def test_save_loads_in_transformers(module_cls, arch, tmp_path):
+    cfg = ModelConfig(vocab_size=120, embedding_size=32, hidden_size=64, num_layers=2, num_heads=2,
+                      intermediate_size=128, max_position_embeddings=40)
+    module = module_cls(cfg)
+    ids, mask, types = padded_batch(seed=1)
+    params = module.init(jax.random.key(3), jnp.asarray(ids, jnp.int32))["params"]
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(x.size), x.shape),
+                          __import__("flax").linen.meta.unbox(params))
+    hf.save(module, params, str(tmp_path))
+    model = getattr(transformers, arch).from_pretrained(tmp_path).eval()
+    ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),
+                                   token_type_ids=jnp.asarray(types, jnp.int32)))
+    real = mask > 0
+    assert np.max(np.abs(ours[real] - torch_out(model, ids, mask, types)[real])) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["ElectraForPreTraining", "ElectraForMaskedLM"])
+def test_round_trip_reproduces_every_tensor(arch, tmp_path):
+    model = hf_model(arch, SHAPES["E<H"], seed=4)
+    model.save_pretrained(tmp_path / "in")
+    module, params = hf.load(str(tmp_path / "in"))
+    hf.save(module, params, str(tmp_path / "out"))
+    from safetensors.numpy import load_file
+    a, b = load_file(str(tmp_path / "in" / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
+    tied = {"generator_lm_head.weight"}  # stored once, as the word embeddings
+    assert set(b) == set(a) - tied
+    for name in b:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_bad_directories(tmp_path):
+    with pytest.raises(hf.HFFormatError, match="no config.json"):
+        hf.load(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(hf.HFFormatError, match="not 'electra'"):
+        hf.load(str(tmp_path))
