@@ -89,14 +89,14 @@ EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) fo
 def export(workdir: str, out: str) -> dict:
     """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
     OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
-    OUT/tokenizer.model. Each network is {embeddings, encoder, head}."""
+    OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
     import json
     import shutil
 
     import flax.linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from electra_jax.data.prepare import TOKENIZER, load_metadata
+    from electra_jax.data.prepare import load_data_tokenizer, load_metadata
     from electra_jax.train import build_training, init_train_state, load_run_config
 
     workdir, out = os.path.abspath(workdir), os.path.abspath(out)
@@ -122,10 +122,12 @@ def export(workdir: str, out: str) -> dict:
     for part, names in parts.items():
         saver.save(os.path.join(tmp, part), {k: state.params[v] for k, v in names.items()})
     saver.wait_until_finished()
-    shutil.copyfile(os.path.join(meta["dir"], TOKENIZER), os.path.join(tmp, TOKENIZER))
+    tokenizer = load_data_tokenizer(meta)
+    shutil.copyfile(tokenizer.path, os.path.join(tmp, tokenizer.file_name))
     info = dict(step=int(state.step), objective=config.objective, parts=sorted(parts), model=config.model.to_dict(),
                 generator_fraction=config.model.generator_fraction, vocab_size=meta["vocab_size"],
-                special_ids=meta["special_ids"], seq_length=config.data.seq_length, source_workdir=os.path.abspath(workdir))
+                special_ids=meta["special_ids"], tokenizer=tokenizer.file_name,
+                tokenizer_lowercase=meta.get("tokenizer_lowercase"), seq_length=config.data.seq_length, source_workdir=os.path.abspath(workdir))
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(info, f, indent=2)
     os.replace(tmp, out)

@@ -41,7 +41,9 @@ def _prepare_parser() -> argparse.ArgumentParser:
     p.add_argument("--tfds_data_dir", default=None)
     p.add_argument("--text_key", default="text", help="jsonl field / tfds feature with the text")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--tokenizer", default="", help="reuse this SentencePiece .model instead of training one")
+    p.add_argument("--tokenizer", default="", help="reuse a SentencePiece .model, a BERT WordPiece vocab.txt or a "
+                   "HuggingFace model directory instead of training a SentencePiece model")
+    p.add_argument("--cased", action="store_true", help="WordPiece: do not lowercase (cased vocabularies)")
     p.add_argument("--vocab_size", type=int, default=30522)
     p.add_argument("--seq_length", type=int, default=128)
     p.add_argument("--eval_fraction", type=float, default=0.01)
@@ -57,6 +59,7 @@ def cmd_prepare(argv: list[str]) -> dict:
     meta = prepare(PrepareOptions(
         inputs=a.input, tfds_name=a.tfds, tfds_split=a.tfds_split, tfds_data_dir=a.tfds_data_dir,
         text_key=a.text_key, output_dir=a.output_dir, tokenizer=a.tokenizer, vocab_size=a.vocab_size,
+        lowercase=False if a.cased else None,
         seq_length=a.seq_length, eval_fraction=a.eval_fraction, num_workers=a.num_workers, seed=a.seed,
         overwrite=a.overwrite))
     stats = meta["read_stats"]

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from electra_jax.data import corpus, packing
 from electra_jax.data.corpus import DataError
-from electra_jax.data.tokenizer import Tokenizer, train_sentencepiece
+from electra_jax.data.tokenizer import SPM_FILE, BaseTokenizer, load_tokenizer, train_sentencepiece
 
 METADATA = "metadata.json"
-TOKENIZER = "tokenizer.model"
 FORMAT_VERSION = 1
 
 
@@ -37,7 +36,8 @@ class PrepareOptions:
     tfds_data_dir: str | None = None
     text_key: str = "text"      # jsonl field / tfds feature holding the text
     output_dir: str = ""
-    tokenizer: str = ""         # an existing SentencePiece .model; empty: train one
+    tokenizer: str = ""         # an existing SentencePiece .model, WordPiece vocab.txt or HF model dir; empty: train
+    lowercase: bool | None = None  # WordPiece only: None = the HF directory's setting, else uncased
     vocab_size: int = 30522
     seq_length: int = 128
     eval_fraction: float = 0.01
@@ -66,12 +66,12 @@ def _chunks(docs: Iterable[corpus.Document], chunk_chars: int) -> Iterator[list[
         yield chunk
 
 
-_worker_tokenizer: Tokenizer | None = None
+_worker_tokenizer: BaseTokenizer | None = None
 
 
-def _init_worker(tokenizer_path: str) -> None:
+def _init_worker(tokenizer_path: str, lowercase: bool | None) -> None:
     global _worker_tokenizer
-    _worker_tokenizer = Tokenizer(tokenizer_path)
+    _worker_tokenizer = load_tokenizer(tokenizer_path, lowercase)
 
 
 def _pack_chunk(task) -> tuple[list[bytes], list[bytes], int]:
@@ -173,11 +173,13 @@ def prepare(opts: PrepareOptions) -> dict:
 
 
 def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
-    model_path = os.path.join(tmp, TOKENIZER)
     if opts.tokenizer:
-        shutil.copyfile(opts.tokenizer, model_path)
-        tokenizer = Tokenizer(model_path)
+        source = load_tokenizer(opts.tokenizer, opts.lowercase)
+        model_path = os.path.join(tmp, source.file_name)
+        shutil.copyfile(source.path, model_path)
+        tokenizer = load_tokenizer(model_path, getattr(source, "lowercase", None))
     else:
+        model_path = os.path.join(tmp, SPM_FILE)
         logging.info("training a SentencePiece vocabulary of %d pieces", opts.vocab_size)
         errors: list[DataError] = []
 
@@ -204,7 +206,8 @@ def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
     tokens = 0
     workers = opts.num_workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")  # safe even when the caller has started threads (jax)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(model_path,)) as pool:
+    lowercase = getattr(tokenizer, "lowercase", None)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(model_path, lowercase)) as pool:
         for train_records, eval_records, n_tokens in tqdm(pool.imap(_pack_chunk, tasks), desc="tokenize+pack",
                                                           unit="chunk"):
             for r in train_records:
@@ -219,7 +222,8 @@ def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
         seq_length=opts.seq_length,
         vocab_size=tokenizer.vocab_size,
         special_ids=tokenizer.special_ids,
-        tokenizer=TOKENIZER,
+        tokenizer=tokenizer.file_name,
+        tokenizer_lowercase=lowercase,
         train=dict(examples=train.count, files=train.close()),
         eval=dict(examples=held_out.count, files=held_out.close()),
         tokens=tokens,
@@ -246,3 +250,8 @@ def load_metadata(data_dir: str) -> dict:
                         f"prepare the data again")
     meta["dir"] = os.path.abspath(data_dir)
     return meta
+
+
+def load_data_tokenizer(meta: dict) -> BaseTokenizer:
+    """The tokenizer a prepared dataset was made with."""
+    return load_tokenizer(os.path.join(meta["dir"], meta["tokenizer"]), meta.get("tokenizer_lowercase"))

@@ -1,32 +1,81 @@
-"""SentencePiece tokenization with BERT's special tokens.
+"""Tokenizers with BERT's special tokens: a SentencePiece model (trained by `prepare`) or a BERT
+WordPiece vocab.txt (the released ELECTRA checkpoints), behind one interface.
 
-Ids 0 and 1 are [PAD] and [UNK]; [CLS], [SEP] and [MASK] are control symbols, so text that happens
-to contain the string "[MASK]" never turns into the mask id.
+SentencePiece: ids 0 and 1 are [PAD] and [UNK]; [CLS], [SEP] and [MASK] are control symbols, so
+text that happens to contain "[MASK]" never becomes the mask id.
+WordPiece: HuggingFace `tokenizers`' BertWordPieceTokenizer, the implementation transformers uses.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+SPM_FILE, WORDPIECE_FILE = "tokenizer.model", "vocab.txt"
 
 
-class Tokenizer:
+class BaseTokenizer:
+    path: str
+    file_name: str
+    special_ids: dict
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids without special tokens, one list per text."""
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+    def id_to_piece(self, idx: int) -> str:
+        raise NotImplementedError
+
+    def encode_with_masks(self, text: str) -> list[int]:
+        """Ids of `text` where each literal "[MASK]" becomes the mask id (for fill-mask)."""
+        parts = text.split(SPECIAL_TOKENS["mask"])
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if part.strip():
+                ids += self.encode([part.strip()])[0]
+            if i < len(parts) - 1:
+                ids.append(self.special_ids["mask"])
+        return ids
+
+    def _check_specials(self, lookup) -> None:
+        self.special_ids = {}
+        for name, token in SPECIAL_TOKENS.items():
+            idx = lookup(token)
+            if idx is None:
+                raise ValueError(f"tokenizer {self.path} has no {token} token; it needs "
+                                 f"{sorted(SPECIAL_TOKENS.values())}")
+            self.special_ids[name] = idx
+
+    def _special_token_config(self) -> dict:
+        return {f"{k}_token": v for k, v in SPECIAL_TOKENS.items()}
+
+
+class Tokenizer(BaseTokenizer):
+    """A SentencePiece model."""
+    file_name = SPM_FILE
+
     def __init__(self, model_path: str):
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"tokenizer model {model_path} does not exist")
         self.path = model_path
         self.sp = spm.SentencePieceProcessor(model_file=model_path)
-        self.special_ids = {}
-        for name, piece in SPECIAL_TOKENS.items():
-            idx = self.sp.piece_to_id(piece)
-            if self.sp.id_to_piece(idx) != piece:
-                raise ValueError(f"tokenizer {model_path} has no {piece} token; train it with "
-                                 f"`electra-jax prepare` or add {sorted(SPECIAL_TOKENS.values())}")
-            self.special_ids[name] = idx
+
+        def lookup(token):
+            idx = self.sp.piece_to_id(token)
+            return idx if self.sp.id_to_piece(idx) == token else None
+        self._check_specials(lookup)
 
     @property
     def vocab_size(self) -> int:
@@ -40,6 +89,72 @@ class Tokenizer:
 
     def id_to_piece(self, idx: int) -> str:
         return self.sp.id_to_piece(int(idx))
+
+    def save_for_transformers(self, directory: str) -> None:
+        """tokenizer.json (a `tokenizers` Unigram model with this vocabulary and scores) that
+        transformers' PreTrainedTokenizerFast loads, plus the SentencePiece model itself."""
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
+        vocab = [(self.sp.id_to_piece(i), self.sp.get_score(i)) for i in range(self.vocab_size)]
+        tok = HFTokenizer(models.Unigram(vocab, unk_id=self.special_ids["unk"], byte_fallback=False))
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r" {2,}", " ")])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.add_special_tokens(list(SPECIAL_TOKENS.values()))
+        os.makedirs(directory, exist_ok=True)
+        tok.save(os.path.join(directory, "tokenizer.json"))
+        shutil.copyfile(self.path, os.path.join(directory, SPM_FILE))
+        with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(dict(tokenizer_class="PreTrainedTokenizerFast", model_max_length=512,
+                           **self._special_token_config()), f, indent=2)
+
+
+class WordPieceTokenizer(BaseTokenizer):
+    """A BERT vocab.txt; uncased models lowercase and strip accents, cased ones do neither."""
+    file_name = WORDPIECE_FILE
+
+    def __init__(self, vocab_path: str, lowercase: bool = True):
+        from tokenizers import BertWordPieceTokenizer
+        if not os.path.isfile(vocab_path):
+            raise FileNotFoundError(f"vocabulary {vocab_path} does not exist")
+        self.path, self.lowercase = vocab_path, lowercase
+        self.tok = BertWordPieceTokenizer(vocab_path, lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
+        self._check_specials(self.tok.token_to_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids])
+
+    def id_to_piece(self, idx: int) -> str:
+        return self.tok.id_to_token(int(idx))
+
+    def save_for_transformers(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        shutil.copyfile(self.path, os.path.join(directory, WORDPIECE_FILE))
+        with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(dict(tokenizer_class="ElectraTokenizer", do_lower_case=self.lowercase, model_max_length=512,
+                           **self._special_token_config()), f, indent=2)
+
+
+def load_tokenizer(path: str, lowercase: bool | None = None) -> BaseTokenizer:
+    """A SentencePiece .model, a WordPiece vocab.txt, or a directory holding one (a HuggingFace
+    model directory's tokenizer_config.json decides lowercasing unless `lowercase` is given)."""
+    if os.path.isdir(path):
+        for name in (SPM_FILE, WORDPIECE_FILE):
+            if os.path.isfile(os.path.join(path, name)):
+                if lowercase is None and os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+                    with open(os.path.join(path, "tokenizer_config.json")) as f:
+                        lowercase = json.load(f).get("do_lower_case")
+                return load_tokenizer(os.path.join(path, name), lowercase)
+        raise FileNotFoundError(f"{path} has no {SPM_FILE} or {WORDPIECE_FILE}")
+    if path.endswith(".txt"):
+        return WordPieceTokenizer(path, lowercase=True if lowercase is None else lowercase)
+    return Tokenizer(path)
 
 
 def train_sentencepiece(sentences: Iterable[str], model_path: str, vocab_size: int,
