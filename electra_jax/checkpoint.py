@@ -79,6 +79,7 @@ def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+EXPORT_FORMAT = "electra-jax-export"
 EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) for each objective
     "electra": {"discriminator": dict(embeddings="embeddings", encoder="discriminator", head="discriminator_head"),
                 "generator": dict(embeddings="embeddings", encoder="generator", head="generator_head")},
@@ -90,13 +91,11 @@ def export(workdir: str, out: str) -> dict:
     """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
     OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
     OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
-    import json
-    import shutil
-
     import flax.linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
 
     from electra_jax.data.prepare import load_data_tokenizer, load_metadata
+    from electra_jax.model import model_configs
     from electra_jax.train import build_training, init_train_state, load_run_config
 
     workdir, out = os.path.abspath(workdir), os.path.abspath(out)
@@ -114,22 +113,37 @@ def export(workdir: str, out: str) -> dict:
     state = ckpt.restore_latest_good(abstract)
     if state is None:
         raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
+    disc_cfg, gen_cfg = model_configs(config, meta["vocab_size"])
+    cfgs = dict(discriminator=disc_cfg, generator=gen_cfg, encoder=disc_cfg)
+    networks = {part: (cfgs[part], {k: state.params[v] for k, v in names.items()})
+                for part, names in EXPORT_PARTS[config.objective].items()}
+    ckpt.close()
+    return write_export(out, networks, load_data_tokenizer(meta), step=int(state.step), objective=config.objective,
+                        seq_length=config.data.seq_length, source=workdir)
+
+
+def write_export(out: str, networks: dict, tokenizer, **info) -> dict:
+    """OUT/PART/ (orbax, {embeddings, encoder, head}) for each network, the tokenizer file and
+    config.json describing them; written under a temporary name, then renamed."""
+    import dataclasses
+    import json
+    import shutil
+    out = os.path.abspath(out)
+    if os.path.exists(out):
+        raise FileExistsError(f"export target {out} already exists")
     tmp = out + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     saver = ocp.StandardCheckpointer()
-    parts = EXPORT_PARTS[config.objective]
-    for part, names in parts.items():
-        saver.save(os.path.join(tmp, part), {k: state.params[v] for k, v in names.items()})
+    for part, (_, params) in networks.items():
+        saver.save(os.path.join(tmp, part), params)
     saver.wait_until_finished()
-    tokenizer = load_data_tokenizer(meta)
     shutil.copyfile(tokenizer.path, os.path.join(tmp, tokenizer.file_name))
-    info = dict(step=int(state.step), objective=config.objective, parts=sorted(parts), model=config.model.to_dict(),
-                generator_fraction=config.model.generator_fraction, vocab_size=meta["vocab_size"],
-                special_ids=meta["special_ids"], tokenizer=tokenizer.file_name,
-                tokenizer_lowercase=meta.get("tokenizer_lowercase"), seq_length=config.data.seq_length, source_workdir=os.path.abspath(workdir))
+    info = dict(format=EXPORT_FORMAT, parts=sorted(networks),
+                networks={part: dataclasses.asdict(cfg) for part, (cfg, _) in networks.items()},
+                tokenizer=tokenizer.file_name, tokenizer_lowercase=getattr(tokenizer, "lowercase", None),
+                special_ids=tokenizer.special_ids, **info)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(info, f, indent=2)
     os.replace(tmp, out)
-    ckpt.close()
     return info

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -15,6 +16,8 @@ commands:
   pretrain   pretrain from a config: --config configs/electra_small.py --workdir DIR
              [--config.data.dir=PREPARED] [--config.a.b=value ...]; resumes from DIR's checkpoints
   export     the pretrained networks alone, for fine-tuning: --workdir DIR --out EXPORT_DIR
+  predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
+  convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
 `electra-jax COMMAND --help` for the options of one command.
 """
@@ -166,7 +169,70 @@ def cmd_export(argv: list[str]) -> dict:
     return info
 
 
-COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export}
+def cmd_predict(argv: list[str]):
+    p = argparse.ArgumentParser(prog="electra-jax predict",
+                                description="fill-mask (generator) or detect (discriminator) on texts.")
+    p.add_argument("task", choices=["fill-mask", "detect"])
+    p.add_argument("texts", nargs="*", help="texts; fill-mask needs [MASK] in each")
+    p.add_argument("--ckpt", required=True, help="an `electra-jax export` directory or a HuggingFace directory")
+    p.add_argument("--file", help="read texts from this file, one per line")
+    p.add_argument("--top_k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    a = p.parse_intermixed_args(argv)
+    texts = list(a.texts)
+    if a.file:
+        with open(a.file, encoding="utf-8") as f:
+            texts += [line.strip() for line in f if line.strip()]
+    if not texts:
+        raise SystemExit("electra-jax predict: give texts or --file")
+    from electra_jax import inference
+    part = "generator" if a.task == "fill-mask" else "discriminator"
+    module, params, tokenizer = inference.load_network(a.ckpt, part)
+    if a.task == "fill-mask":
+        if any("[MASK]" not in t for t in texts):
+            raise SystemExit("electra-jax predict fill-mask: every text needs a [MASK]")
+        results = inference.fill_mask(module, params, tokenizer, texts, a.top_k)
+    else:
+        results = inference.detect(module, params, tokenizer, texts)
+    if a.json:
+        print(json.dumps([dict(text=t, result=r) for t, r in zip(texts, results)], ensure_ascii=False, indent=1))
+        return results
+    for text, result in zip(texts, results):
+        print(text)
+        if a.task == "fill-mask":
+            for slot in result:
+                print(f"  [MASK] at token {slot['position']}: " + ", ".join(
+                    f"{c['token']} {c['probability']:.3f}" for c in slot["candidates"]))
+        else:
+            print(f"  {'token':<20} P(replaced)")
+            for tok in result:
+                flag = "  <- replaced?" if tok["replaced_probability"] > 0.5 else ""
+                print(f"  {tok['token']:<20} {tok['replaced_probability']:.3f}{flag}")
+    return results
+
+
+def cmd_convert(argv: list[str]):
+    p = argparse.ArgumentParser(prog="electra-jax convert", description="Between HuggingFace and electra-jax exports.")
+    sub = p.add_subparsers(dest="direction", required=True)
+    f = sub.add_parser("from-hf", help="HuggingFace directories -> an electra-jax export")
+    f.add_argument("--discriminator", required=True)
+    f.add_argument("--generator")
+    f.add_argument("--out", required=True)
+    t = sub.add_parser("to-hf", help="an electra-jax export -> OUT/discriminator, OUT/generator")
+    t.add_argument("--ckpt", required=True)
+    t.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    from electra_jax import inference
+    if a.direction == "from-hf":
+        info = inference.from_hf(a.discriminator, a.generator, a.out)
+        print(f"wrote {', '.join(info['parts'])} to {os.path.abspath(a.out)}")
+    else:
+        for path in inference.to_hf(a.ckpt, a.out):
+            print(f"wrote {path}")
+
+
+COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
+            "predict": cmd_predict, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     from electra_jax.config import ConfigError
     from electra_jax.data.corpus import DataError
     from electra_jax.train import NonFiniteError
+    from electra_jax.hf import HFFormatError
+    except_types = (ConfigError, DataError, NonFiniteError, HFFormatError, FileExistsError, FileNotFoundError)
     try:
         COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataError, NonFiniteError, FileExistsError, FileNotFoundError) as e:
+    except except_types as e:
         print(f"electra-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -93,13 +93,17 @@ class Tokenizer(BaseTokenizer):
     def save_for_transformers(self, directory: str) -> None:
         """tokenizer.json (a `tokenizers` Unigram model with this vocabulary and scores) that
         transformers' PreTrainedTokenizerFast loads, plus the SentencePiece model itself."""
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, processors
         vocab = [(self.sp.id_to_piece(i), self.sp.get_score(i)) for i in range(self.vocab_size)]
         tok = HFTokenizer(models.Unigram(vocab, unk_id=self.special_ids["unk"], byte_fallback=False))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r" {2,}", " ")])
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
         tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
         tok.add_special_tokens(list(SPECIAL_TOKENS.values()))
+        cls, sep = (SPECIAL_TOKENS[k] for k in ("cls", "sep"))
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, self.special_ids["cls"]), (sep, self.special_ids["sep"])])
         os.makedirs(directory, exist_ok=True)
         tok.save(os.path.join(directory, "tokenizer.json"))
         shutil.copyfile(self.path, os.path.join(directory, SPM_FILE))

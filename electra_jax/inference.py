@@ -1,0 +1,105 @@
+"""Loading a trained network (our export or a HuggingFace directory) and running it:
+fill-mask with the generator, replaced-token detection with the discriminator, and conversion
+between the two checkpoint formats."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from electra_jax import hf
+from electra_jax.checkpoint import EXPORT_FORMAT, write_export
+from electra_jax.data.tokenizer import BaseTokenizer, load_tokenizer
+from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig
+
+MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator}
+HF_ARCH = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_network(ckpt: str, part: str):
+    """(module, params, tokenizer) for `part` ("discriminator" or "generator") of an electra-jax
+    export, or of a HuggingFace directory (the directory itself, or its PART/ subfolder)."""
+    config_file = os.path.join(ckpt, "config.json")
+    if not os.path.isfile(config_file) and not os.path.isfile(os.path.join(ckpt, part, "config.json")):
+        raise FileNotFoundError(f"{ckpt} has no config.json (nor {part}/config.json): not an export or a "
+                                f"HuggingFace directory")
+    info = _read_json(config_file) if os.path.isfile(config_file) else {}
+    if info.get("format") == EXPORT_FORMAT:
+        if part not in info["parts"]:
+            raise ValueError(f"{ckpt} holds {info['parts']}, not a {part}")
+        import orbax.checkpoint as ocp
+        module = MODULES[part](ModelConfig(**info["networks"][part]))
+        params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(ckpt, part)))
+        tokenizer = load_tokenizer(os.path.join(ckpt, info["tokenizer"]), info.get("tokenizer_lowercase"))
+        return module, jax.tree.map(np.asarray, params), tokenizer
+    directory = os.path.join(ckpt, part) if os.path.isfile(os.path.join(ckpt, part, "config.json")) else ckpt
+    module, params = hf.load(directory, architecture=HF_ARCH[part])
+    return module, params, load_tokenizer(directory)
+
+
+def _batch(tokenizer: BaseTokenizer, token_lists: list[list[int]], max_length: int):
+    cls, sep = tokenizer.special_ids["cls"], tokenizer.special_ids["sep"]
+    rows = [[cls] + t[:max_length - 2] + [sep] for t in token_lists]
+    lengths = np.array([len(r) for r in rows])
+    ids = np.zeros((len(rows), lengths.max()), np.int32)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+    return ids, (np.arange(ids.shape[1])[None] < lengths[:, None]).astype(np.int32)
+
+
+def fill_mask(module, params, tokenizer: BaseTokenizer, texts: list[str], top_k: int = 5) -> list[list[dict]]:
+    """For each text, each [MASK]: the top_k tokens with their probabilities."""
+    ids, mask = _batch(tokenizer, [tokenizer.encode_with_masks(t) for t in texts], module.cfg.max_position_embeddings)
+    logits = module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+    probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+    results = []
+    for row, p in zip(ids, probs):
+        slots = []
+        for pos in np.flatnonzero(row == tokenizer.special_ids["mask"]):
+            best = np.argsort(-p[pos])[:top_k]
+            slots.append(dict(position=int(pos), candidates=[dict(token=tokenizer.id_to_piece(i), id=int(i),
+                                                                   probability=float(p[pos, i])) for i in best]))
+        results.append(slots)
+    return results
+
+
+def detect(module, params, tokenizer: BaseTokenizer, texts: list[str]) -> list[list[dict]]:
+    """For each text, each token: the discriminator's probability that it was replaced."""
+    token_lists = tokenizer.encode(texts)
+    ids, mask = _batch(tokenizer, token_lists, module.cfg.max_position_embeddings)
+    logits = module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+    probs = np.asarray(jax.nn.sigmoid(logits.astype(jnp.float32)))
+    return [[dict(token=tokenizer.id_to_piece(t), id=int(t), replaced_probability=float(p))
+             for t, p in zip(row[1:int(m.sum()) - 1], prow[1:int(m.sum()) - 1])]
+            for row, prow, m in zip(ids, probs, mask)]
+
+
+def from_hf(discriminator: str, generator: str | None, out: str) -> dict:
+    """HuggingFace discriminator (and generator) directories -> an electra-jax export."""
+    networks, tokenizer = {}, load_tokenizer(discriminator)
+    for part, path in (("discriminator", discriminator), ("generator", generator)):
+        if path:
+            module, params = hf.load(path, architecture=HF_ARCH[part])
+            networks[part] = (module.cfg, params)
+    return write_export(out, networks, tokenizer, objective="electra", source=os.path.abspath(discriminator))
+
+
+def to_hf(ckpt: str, out: str) -> list[str]:
+    """An electra-jax export -> OUT/discriminator and OUT/generator in HuggingFace format."""
+    info = _read_json(os.path.join(ckpt, "config.json"))
+    written = []
+    for part in info["parts"]:
+        if part not in MODULES:
+            continue
+        module, params, tokenizer = load_network(ckpt, part)
+        hf.save(module, params, os.path.join(out, part), tokenizer=tokenizer)
+        written.append(os.path.join(out, part))
+    return written
