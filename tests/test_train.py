@@ -37,8 +37,8 @@ def test_resume_continues_exactly(prepared, tmp_path, monkeypatch):
     from electra_jax.checkpoint import Checkpointer
     save = Checkpointer.save
 
-    def save_then_crash(self, step, *args):
-        save(self, step, *args)
+    def save_then_crash(self, step, *args, **kwargs):
+        save(self, step, *args, **kwargs)
         if step == 6:
             self.wait()
             raise RuntimeError("simulated crash after the step-6 checkpoint")
