@@ -64,8 +64,9 @@ def test_mesh_must_fit_the_devices():
     assert mesh_shape(mesh, 8) == (8, 1, 1)
     mesh.update(data=2, fsdp=-1, tensor=2)
     assert mesh_shape(mesh, 8) == (2, 2, 2)
+    mesh.update(data=4)
     with pytest.raises(ConfigError, match="do not divide the 6 devices"):
-        mesh_shape(mesh, 6) if mesh.update(data=4) is None else None
+        mesh_shape(mesh, 6)
     mesh.update(data=2, fsdp=2, tensor=1)
     with pytest.raises(ConfigError, match="has 4 devices but 8 are available"):
         mesh_shape(mesh, 8)

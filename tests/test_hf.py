@@ -1,4 +1,5 @@
 """Parity with HuggingFace transformers (PyTorch, CPU) in both directions."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +72,7 @@ def test_save_loads_in_transformers(module_cls, arch, tmp_path):
     ids, mask, types = padded_batch(seed=1)
     params = module.init(jax.random.key(3), jnp.asarray(ids, jnp.int32))["params"]
     params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(x.size), x.shape),
-                          __import__("flax").linen.meta.unbox(params))
+                          nn.meta.unbox(params))
     hf.save(module, params, str(tmp_path))
     model = getattr(transformers, arch).from_pretrained(tmp_path).eval()
     ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),

@@ -67,5 +67,6 @@ def test_load_tokenizer_from_a_directory(vocab_txt, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
     tok = load_tokenizer(str(tmp_path))
     assert isinstance(tok, WordPieceTokenizer) and tok.lowercase is False
+    (tmp_path / "nothing_here").mkdir()
     with pytest.raises(FileNotFoundError, match="has no tokenizer.model or vocab.txt"):
-        load_tokenizer(str(tmp_path / "nothing_here")) if (tmp_path / "nothing_here").mkdir() is None else None
+        load_tokenizer(str(tmp_path / "nothing_here"))
