@@ -35,7 +35,7 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
     assert "exported step 4 (discriminator, generator)" in r.stdout
     import json
     info = json.loads((tmp_path / "exported" / "config.json").read_text())
-    assert info["vocab_size"] == 400 and info["networks"]["discriminator"]["hidden_size"] == 64
+    assert info["networks"]["discriminator"]["vocab_size"] == 400 and info["networks"]["discriminator"]["hidden_size"] == 64
     assert (tmp_path / "exported" / "tokenizer.model").exists()
     import orbax.checkpoint as ocp
     disc = ocp.StandardCheckpointer().restore(str(tmp_path / "exported" / "discriminator"))
