@@ -50,10 +50,21 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         dropout_rate=0.1,
         attention_dropout_rate=0.1,
         initializer_range=0.02,
+        layer_norm_eps=1e-12,
         dtype="float32",        # compute dtype (bfloat16 on accelerators)
         param_dtype="float32",
         **MODEL_SIZES[size],
+        # An explicit generator shape (0: from generator_fraction); init.hf_generator sets these.
+        generator_hidden_size=0,
+        generator_num_heads=0,
+        generator_intermediate_size=0,
     ))
+
+    # Continue pretraining from HuggingFace ELECTRA directories (e.g. a local copy of
+    # google/electra-small-discriminator and -generator): the model shape comes from their
+    # config.json, the weights replace the random initialisation. Prepare the data with the same
+    # tokenizer (`electra-jax prepare --tokenizer DIR`).
+    c.init = ml_collections.ConfigDict(dict(hf_discriminator="", hf_generator=""))
 
     c.pretrain = ml_collections.ConfigDict(dict(
         mask_prob=0.25 if size == "large" else 0.15,
@@ -116,8 +127,9 @@ def max_predictions(config) -> int:
 def generator_size(config) -> dict:
     """Generator width from the fraction; heads = max(1, width/64) and FFN = 4 * width, as the reference."""
     m = config.model
-    hidden = max(1, int(round(m.hidden_size * m.generator_fraction)))
-    return dict(hidden_size=hidden, num_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+    hidden = m.get("generator_hidden_size") or max(1, int(round(m.hidden_size * m.generator_fraction)))
+    return dict(hidden_size=hidden, num_heads=m.get("generator_num_heads") or max(1, hidden // 64),
+                intermediate_size=m.get("generator_intermediate_size") or 4 * hidden)
 
 
 def validate(config, *, vocab_size: int | None = None, num_devices: int | None = None) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from electra_jax import config as config_lib, sharding
+from electra_jax import config as config_lib, sharding, warm_start
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError
@@ -134,6 +134,8 @@ class Trainer:
         self.config, self.workdir = config, os.path.abspath(workdir)
         self.meta = load_metadata(config.data.dir)
         devices = list(devices if devices is not None else jax.devices())
+        warm_start.configure(config)
+        warm_start.check_vocabulary(config, self.meta["vocab_size"])
         config_lib.validate(config, vocab_size=self.meta["vocab_size"], num_devices=len(devices))
         if self.meta["seq_length"] != config.data.seq_length:
             raise config_lib.ConfigError(
@@ -188,6 +190,8 @@ class Trainer:
         if restored is not None:
             state = restored
             logging.info("resuming from step %d", int(state.step))
+        elif cfg.get("init") and cfg.init.hf_discriminator:
+            state = warm_start.load_params(cfg, state, shardings)
         writer = MetricsWriter(self.workdir)
         rng = jax.random.key(cfg.seed + 1)  # with the step number, the whole random state
         start = int(state.step)
