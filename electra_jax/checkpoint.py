@@ -47,15 +47,17 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
-    def restore_latest_good(self, abstract_state, data_iter=None):
-        """The newest checkpoint that reads back, or None. Unreadable ones are moved aside."""
+    def restore_latest_good(self, abstract_state, data_iter=None, move_aside: bool = True):
+        """The newest checkpoint that reads back, or None. A training run moves unreadable ones
+        aside (so it can resume and later save that step again); readers (export, fine-tuning) leave
+        them where they are."""
         for step in sorted(self.manager.all_steps(read=True), reverse=True):
             try:
                 state = self.restore(abstract_state, data_iter, step)
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
-                aside = self._move_aside(step)
-                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); moved it to %s and trying "
-                                "the previous one", step, self.directory, type(e).__name__, str(e)[:300], aside)
+                where = f"moved it to {self._move_aside(step)}" if move_aside else "left it in place"
+                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); %s and trying the previous one",
+                                step, self.directory, type(e).__name__, str(e)[:300], where)
                 continue
             logging.info("restored step %d from %s", step, self.directory)
             return state
@@ -87,10 +89,9 @@ EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) fo
 }
 
 
-def export(workdir: str, out: str) -> dict:
-    """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
-    OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
-    OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
+def pretrained_networks(workdir: str) -> tuple[dict, object, dict]:
+    """({part: (ModelConfig, params)}, tokenizer, info) from the latest good checkpoint of a
+    pretraining run, restored onto one device. Each network's params are {embeddings, encoder, head}."""
     import flax.linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -98,10 +99,8 @@ def export(workdir: str, out: str) -> dict:
     from electra_jax.model import model_configs
     from electra_jax.train import build_training, init_train_state, load_run_config
 
-    workdir, out = os.path.abspath(workdir), os.path.abspath(out)
+    workdir = os.path.abspath(workdir)
     config = load_run_config(workdir)
-    if os.path.exists(out):
-        raise FileExistsError(f"export target {out} already exists")
     meta = load_metadata(config.data.dir)
     model, obj, _, _, tx = build_training(config, meta["vocab_size"], meta["special_ids"])
     abstract = jax.eval_shape(lambda r: init_train_state(model, tx, config.data.seq_length, obj.max_predictions, r),
@@ -110,16 +109,26 @@ def export(workdir: str, out: str) -> dict:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
                             nn.meta.unbox(abstract))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = ckpt.restore_latest_good(abstract)
+    state = ckpt.restore_latest_good(abstract, move_aside=False)
+    ckpt.close()
     if state is None:
         raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
     disc_cfg, gen_cfg = model_configs(config, meta["vocab_size"])
     cfgs = dict(discriminator=disc_cfg, generator=gen_cfg, encoder=disc_cfg)
     networks = {part: (cfgs[part], {k: state.params[v] for k, v in names.items()})
                 for part, names in EXPORT_PARTS[config.objective].items()}
-    ckpt.close()
-    return write_export(out, networks, load_data_tokenizer(meta), step=int(state.step), objective=config.objective,
-                        seq_length=config.data.seq_length, source=workdir)
+    info = dict(step=int(state.step), objective=config.objective, seq_length=config.data.seq_length, source=workdir)
+    return networks, load_data_tokenizer(meta), info
+
+
+def export(workdir: str, out: str) -> dict:
+    """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
+    OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
+    OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
+    if os.path.exists(out):
+        raise FileExistsError(f"export target {os.path.abspath(out)} already exists")
+    networks, tokenizer, info = pretrained_networks(workdir)
+    return write_export(out, networks, tokenizer, **info)
 
 
 def write_export(out: str, networks: dict, tokenizer, **info) -> dict:

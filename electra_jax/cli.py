@@ -1,4 +1,4 @@
-"""The `electra-jax` command: demo, prepare, pretrain."""
+"""The `electra-jax` command: demo, prepare, pretrain, export, finetune, predict, convert."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,8 @@ commands:
   pretrain   pretrain from a config: --config configs/electra_small.py --workdir DIR
              [--config.data.dir=PREPARED] [--config.a.b=value ...]; resumes from DIR's checkpoints
   export     the pretrained networks alone, for fine-tuning: --workdir DIR --out EXPORT_DIR
+  finetune   fine-tune on GLUE, SQuAD, CoNLL tagging or your own labelled text:
+             --config configs/finetune/glue.py --config.task=sst2 --config.init=PATH --workdir DIR
   predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
   convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
@@ -75,14 +77,14 @@ def cmd_prepare(argv: list[str]) -> dict:
     return meta
 
 
-def _pretrain_flags(argv: list[str]):
+def _pretrain_flags(argv: list[str], command: str = "pretrain"):
     from absl import flags
     from ml_collections import config_flags
     fv = flags.FlagValues()
-    argv = ["electra-jax pretrain"] + argv
+    argv = [f"electra-jax {command}"] + argv
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", flag_values=fv,
                                     lock_config=True, sys_argv=argv)
-    flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "checkpoints, metrics and predictions go here", flag_values=fv)
     flags.DEFINE_string("coordinator", None, "multi-host: host:port of process 0 (auto on TPU and SLURM)",
                         flag_values=fv)
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
@@ -91,8 +93,25 @@ def _pretrain_flags(argv: list[str]):
                       "the cluster (Cloud TPU, SLURM, ...)", flag_values=fv)
     fv(argv)
     if fv.config is None or fv.workdir is None:
-        raise SystemExit("electra-jax pretrain: --config and --workdir are required")
+        raise SystemExit(f"electra-jax {command}: --config and --workdir are required")
     return fv
+
+
+def cmd_finetune(argv: list[str]) -> dict:
+    fv = _pretrain_flags(argv, "finetune")
+    from electra_jax import sharding
+    sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, auto=fv.distributed)
+    import jax
+    from electra_jax.finetune.run import finetune, format_summary
+    summary = finetune(fv.config, fv.workdir)
+    if jax.process_index() == 0:
+        print("\n" + format_summary(summary))
+        best = summary["runs"][0]["directory"]
+        print(f"best checkpoints, per-epoch metrics.json and predictions: {os.path.dirname(best)}/seed_*/")
+        if "per_type" in summary["runs"][0]["dev"]:
+            from electra_jax.finetune.metrics import entity_report
+            print(entity_report(summary["runs"][0]["dev"]))
+    return summary
 
 
 def cmd_pretrain(argv: list[str]) -> dict:
@@ -232,7 +251,7 @@ def cmd_convert(argv: list[str]):
 
 
 COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
-            "predict": cmd_predict, "convert": cmd_convert}
+            "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

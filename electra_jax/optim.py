@@ -58,7 +58,30 @@ def decay_mask(params, decay_norm_and_bias: bool):
     return jax.tree_util.tree_map_with_path(decide, params)
 
 
-def make_optimizer(train_cfg, schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+def layer_depth(path_names: list[str], num_layers: int) -> int:
+    """0 for the embedding block (and the E->H projection), i+1 for encoder layer i, num_layers+1
+    for everything above the encoder (the task head)."""
+    if path_names[0] == "embeddings" or "embeddings_project" in path_names:
+        return 0
+    if path_names[0] == "encoder":
+        layer = next(n for n in path_names if n.startswith("layer_"))
+        return int(layer.split("_")[1]) + 1
+    return num_layers + 1
+
+
+def layerwise_lr_decay(decay: float, num_layers: int) -> optax.GradientTransformation:
+    """Scale each parameter's update by decay ** (num_layers + 1 - depth): 1 for the head, decay for
+    the top encoder layer, decay ** (num_layers + 1) for the embeddings. (The reference gives the top
+    layer decay ** 2, one step too many; this is the intended rule.)"""
+    depths = range(num_layers + 2)
+    labels = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: f"depth_{layer_depth(_path_names(path), num_layers)}", params)
+    return optax.multi_transform({f"depth_{d}": optax.scale(decay ** (num_layers + 1 - d)) for d in depths}, labels)
+
+
+def make_optimizer(train_cfg, schedule: optax.Schedule | None = None,
+                   extra: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
+    """Clipping, Adam, weight decay, the learning rate, then `extra` (e.g. layerwise_lr_decay)."""
     t = train_cfg
     schedule = schedule or learning_rate_schedule(t)
     if t.bias_correction:
@@ -70,4 +93,5 @@ def make_optimizer(train_cfg, schedule: optax.Schedule | None = None) -> optax.G
         adam,
         optax.add_decayed_weights(t.weight_decay, mask=lambda p: decay_mask(p, t.decay_norm_and_bias)),
         optax.scale_by_learning_rate(schedule),
+        extra or optax.identity(),
     )

@@ -1,0 +1,41 @@
+"""The encoder a fine-tuning run starts from: a pretraining workdir, an electra-jax export, or a
+HuggingFace ELECTRA directory (e.g. a local copy of google/electra-small-discriminator)."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from electra_jax import hf
+from electra_jax.checkpoint import EXPORT_FORMAT, pretrained_networks
+from electra_jax.data.tokenizer import load_tokenizer
+
+PREFERRED_PARTS = ("discriminator", "encoder")  # ELECTRA's discriminator, or the masked-LM baseline's encoder
+
+
+def load_encoder(path: str):
+    """(ModelConfig, {"embeddings", "encoder"} params as numpy, tokenizer, description)."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"init={path}: no config.json there; give a pretraining workdir, an "
+                                f"`electra-jax export` directory or a HuggingFace ELECTRA directory")
+    with open(config_file) as f:
+        info = json.load(f)
+    if info.get("format") == EXPORT_FORMAT or os.path.isdir(os.path.join(path, "checkpoints")):
+        if info.get("format") == EXPORT_FORMAT:
+            from electra_jax.inference import load_network
+            part = next(p for p in PREFERRED_PARTS if p in info["parts"])
+            module, params, tokenizer = load_network(path, part)
+            cfg = module.cfg
+        else:
+            networks, tokenizer, _ = pretrained_networks(path)
+            part = next(p for p in PREFERRED_PARTS if p in networks)
+            cfg, params = networks[part]
+        description = f"{part} of {path}"
+    else:
+        module, params = hf.load(path)
+        cfg, tokenizer, description = module.cfg, load_tokenizer(path), f"HuggingFace {path}"
+    params = jax.tree.map(np.asarray, {k: params[k] for k in ("embeddings", "encoder")})
+    return cfg, params, tokenizer, description

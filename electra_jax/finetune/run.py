@@ -1,0 +1,264 @@
+"""The fine-tuning loop: one sharded train step (the same mesh and rules as pretraining), an
+evaluation each epoch, the best epoch's checkpoint and predictions kept, several seeds summarized.
+
+WORKDIR/seed_S/metrics.json   one entry per epoch (train loss, dev metrics, time)
+WORKDIR/seed_S/best/          parameters of the best epoch on the dev set (orbax)
+WORKDIR/seed_S/...            dev (and test) predictions of that epoch, in each benchmark's format
+WORKDIR/summary.json          per seed, and mean / std / median over seeds
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from electra_jax import sharding
+from electra_jax.config import ConfigError
+from electra_jax.data.corpus import DataError
+from electra_jax.finetune import config as config_lib
+from electra_jax.finetune.features import IGNORE
+from electra_jax.finetune.model import FinetuneModel
+from electra_jax.finetune.pretrained import load_encoder
+from electra_jax.finetune.tasks import get_task
+from electra_jax.optim import layerwise_lr_decay, learning_rate_schedule, make_optimizer
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@flax.struct.dataclass
+class FinetuneState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def task_loss(kind: str, outputs, batch):
+    """Mean loss of a batch: cross-entropy for classes and tags (ignoring unlabelled positions),
+    squared error for regression, mean of start and end cross-entropy for spans."""
+    if kind == "classification":
+        return optax.softmax_cross_entropy_with_integer_labels(outputs, batch["labels"]).mean()
+    if kind == "regression":
+        return jnp.mean((outputs - batch["labels"]) ** 2)
+    if kind == "tagging":
+        labelled = batch["labels"] != IGNORE
+        ce = optax.softmax_cross_entropy_with_integer_labels(outputs, jnp.where(labelled, batch["labels"], 0))
+        return jnp.sum(ce * labelled) / jnp.maximum(jnp.sum(labelled), 1)
+    start = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 0], batch["start_positions"])
+    end = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 1], batch["end_positions"])
+    return ((start + end) / 2).mean()
+
+
+def make_steps(model, tx, state_shardings, mesh):
+    def train_step(state, batch, rng):
+        def loss_fn(params):
+            out = model.apply({"params": params}, *(batch[k] for k in INPUTS), deterministic=False,
+                              rngs={"dropout": jax.random.fold_in(rng, state.step)})
+            return task_loss(model.kind, out, batch)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return FinetuneState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), loss
+
+    def predict_step(params, batch):
+        return model.apply({"params": params}, *(batch[k] for k in INPUTS), deterministic=True)
+
+    batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    train = jax.jit(train_step, donate_argnums=0, in_shardings=(state_shardings, batch, replicated),
+                    out_shardings=(state_shardings, replicated))
+    predict = jax.jit(predict_step, in_shardings=(state_shardings.params, batch))
+    return train, predict
+
+
+def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding) -> dict:
+    """This process's share of a global batch of `rows`, assembled into global arrays."""
+    n = len(rows) // jax.process_count()
+    mine = rows[jax.process_index() * n:(jax.process_index() + 1) * n]
+    return sharding.global_batch({k: v[mine] for k, v in arrays.items()}, batch_sharding)
+
+
+def _host(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+class Finetuner:
+    """Reads, tokenizes and checks everything before the first compile."""
+
+    def __init__(self, config, workdir: str, devices=None):
+        config_lib.validate(config)
+        self.config, self.workdir = config, os.path.abspath(workdir)
+        self.task = get_task(config)
+        self.encoder_cfg, self.pretrained, self.tokenizer, self.source = load_encoder(config.init)
+        m = config.model
+        self.encoder_cfg = self.encoder_cfg.replace(dropout_rate=m.dropout_rate,
+                                                    attention_dropout_rate=m.attention_dropout_rate, dtype=m.dtype)
+        if config.max_seq_length > self.encoder_cfg.max_position_embeddings:
+            raise ConfigError(f"max_seq_length={config.max_seq_length} exceeds the encoder's "
+                              f"{self.encoder_cfg.max_position_embeddings} positions")
+        devices = list(devices if devices is not None else jax.devices())
+        self.mesh = sharding.make_mesh(config, devices)
+        self.rules = sharding.axis_rules(config)
+        for name, size in (("batch_size", config.train.batch_size), ("eval_batch_size", config.train.eval_batch_size)):
+            if size % sharding.data_parallel_size(self.mesh) or size % jax.process_count():
+                raise ConfigError(f"train.{name}={size} is not divisible by the data-parallel size "
+                                  f"{sharding.data_parallel_size(self.mesh)} and the {jax.process_count()} processes")
+        self.splits = {}
+        for split in self.task.splits:  # train first: it may define the label set
+            examples = self.task.read(split)
+            if examples:
+                arrays, aux = self.task.featurize(examples, self.tokenizer, split)
+                self.splits[split] = (examples, arrays, aux)
+        if "dev" not in self.splits:
+            raise DataError("no dev examples: give data.dev_file (or keep data.dev_fraction > 0)")
+        n_train = len(self.splits["train"][1]["input_ids"])
+        if n_train < config.train.batch_size:
+            raise DataError(f"{n_train} training examples, fewer than one batch of {config.train.batch_size}")
+        self.steps_per_epoch = n_train // config.train.batch_size
+        self.epochs = self.task.epochs()
+        self.learning_rate, self.lr_decay = config_lib.resolved_hyperparameters(config, self.encoder_cfg)
+
+    def run(self) -> dict:
+        os.makedirs(self.workdir, exist_ok=True)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                json.dump(self.config.to_dict(), f, indent=2)
+        seeds = [self.config.seed + i for i in range(self.config.num_seeds)]
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            results = [self.run_seed(seed) for seed in seeds]
+        summary = summarize(self.task, results, seeds)
+        summary.update(task=self.config.task, init=self.source, epochs=self.epochs, learning_rate=self.learning_rate,
+                       layerwise_lr_decay=self.lr_decay, steps_per_epoch=self.steps_per_epoch)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        return summary
+
+    def _optimizer(self):
+        t = self.config.train.to_dict()
+        total = self.steps_per_epoch * self.epochs
+        t.update(num_steps=total, warmup_steps=int(self.config.train.warmup_fraction * total),
+                 learning_rate=self.learning_rate)
+        t = config_lib.ml_collections.ConfigDict(t)
+        decay = layerwise_lr_decay(self.lr_decay, self.encoder_cfg.num_layers)
+        return make_optimizer(t, learning_rate_schedule(t), extra=decay)
+
+    def _init_state(self, model, tx, seed):
+        """Random head, pretrained embeddings and encoder, placed on the mesh by their logical axes."""
+        ids = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
+
+        def init(rng):
+            params = model.init(rng, ids, ids, ids)["params"]
+            return FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params))
+        abstract = jax.eval_shape(init, jax.random.key(seed))
+        sharding.check_divisible(abstract.params, self.mesh, self.rules)
+        shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
+        state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(jax.random.key(seed))
+        params = dict(state.params)
+        for name in ("embeddings", "encoder"):
+            expected = jax.tree.map(lambda x: x.shape, params[name])
+            got = jax.tree.map(lambda x: x.shape, self.pretrained[name])
+            if expected != got:
+                raise ConfigError(f"pretrained {name} shapes do not match the fine-tuning model")
+            params[name] = jax.device_put(self.pretrained[name], shardings.params[name])
+        return state.replace(params=params), shardings
+
+    def run_seed(self, seed: int) -> dict:
+        cfg, task = self.config, self.task
+        out_dir = os.path.join(self.workdir, f"seed_{seed}")
+        os.makedirs(out_dir, exist_ok=True)
+        model = FinetuneModel(self.encoder_cfg, kind=task.kind, num_outputs=task.num_outputs)
+        tx = self._optimizer()
+        state, shardings = self._init_state(model, tx, seed)
+        train_step, predict = make_steps(model, tx, shardings, self.mesh)
+        batch_sharding = sharding.batch_sharding(self.mesh)
+        _, train_arrays, _ = self.splits["train"]
+        rng = jax.random.key(seed + 1)
+        history, best = [], None
+        bar = tqdm(total=self.steps_per_epoch * self.epochs, desc=f"{cfg.task} seed {seed}", unit="step",
+                   disable=jax.process_index() != 0, dynamic_ncols=True)
+        for epoch in range(1, self.epochs + 1):
+            start, losses = time.perf_counter(), []
+            order = grain.MapDataset.range(len(train_arrays["input_ids"])).shuffle(seed=seed * 1000 + epoch)
+            for rows in order.batch(cfg.train.batch_size, drop_remainder=True):
+                state, loss = train_step(state, _local_rows(train_arrays, np.asarray(rows), batch_sharding), rng)
+                losses.append(loss)
+                bar.update(1)
+            entry = dict(epoch=epoch, step=int(state.step), train_loss=float(np.mean(jax.device_get(losses))))
+            outputs = {split: self.predict(predict, state.params, arrays) for split, (_, arrays, _) in
+                       self.splits.items() if split != "train"}
+            examples, _, aux = self.splits["dev"]
+            entry["dev"] = task.evaluate(examples, aux, outputs["dev"])
+            entry["seconds"] = time.perf_counter() - start
+            history.append(entry)
+            bar.set_postfix({task.main_metric: f"{entry['dev'][task.main_metric]:.4f}"})
+            if best is None or entry["dev"][task.main_metric] > best["dev"][task.main_metric]:
+                best = entry
+                self._keep_best(out_dir, state.params, outputs)
+            if jax.process_index() == 0:
+                with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+                    json.dump(history, f, indent=2)
+        bar.close()
+        return dict(seed=seed, best_epoch=best["epoch"], dev=best["dev"], final_dev=history[-1]["dev"],
+                    directory=out_dir)
+
+    def predict(self, predict, params, arrays) -> np.ndarray:
+        """Model outputs for every row, in order (the last batch padded and the padding dropped)."""
+        n, size = len(arrays["input_ids"]), self.config.train.eval_batch_size
+        outputs = []
+        for start in range(0, n, size):
+            rows = np.arange(start, start + size) % n  # wrap around to fill the last batch
+            batch = _local_rows({k: arrays[k] for k in INPUTS}, rows, sharding.batch_sharding(self.mesh))
+            outputs.append(_host(predict(params, batch)))
+        return np.concatenate(outputs)[:n]
+
+    def _keep_best(self, out_dir, params, outputs):
+        best_dir = os.path.join(out_dir, "best")
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(best_dir, params, force=True)
+        checkpointer.wait_until_finished()
+        if jax.process_index() == 0:
+            for split, split_outputs in outputs.items():
+                examples, _, aux = self.splits[split]
+                self.task.write_predictions(out_dir, split, examples, aux, split_outputs)
+
+
+def _numeric(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def summarize(task, results: list[dict], seeds: list[int]) -> dict:
+    """Per metric over seeds: mean, std (n-1; 0 for one seed), median, and every seed's value."""
+    names = list(_numeric(results[0]["dev"]))
+    table = {}
+    for name in names:
+        values = np.array([r["dev"][name] for r in results], np.float64)
+        table[name] = dict(mean=float(values.mean()), std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                           median=float(np.median(values)), values=values.tolist())
+    return dict(main_metric=task.main_metric, seeds=seeds, metrics=table, runs=results)
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['task']}: dev metrics of the best epoch over seeds {summary['seeds']}",
+             f"{'metric':<18}{'mean':>10}{'std':>10}{'median':>10}"]
+    for name, m in summary["metrics"].items():
+        lines.append(f"{name:<18}{m['mean']:10.4f}{m['std']:10.4f}{m['median']:10.4f}")
+    return "\n".join(lines)
+
+
+def finetune(config, workdir: str) -> dict:
+    return Finetuner(config, workdir).run()
