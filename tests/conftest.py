@@ -45,3 +45,15 @@ def tiny_config(data_dir: str = "/unused", **train):
                    eval_steps=2, checkpoint_every=10)
     c.train.update(**train)
     return c
+
+
+@pytest.fixture(scope="session")
+def pretrained_export(prepared, tmp_path_factory):
+    """A tiny ELECTRA pretrained here for 30 steps on `prepared`, exported: the start of the
+    inference and fine-tuning tests."""
+    from electra_jax.checkpoint import export
+    from electra_jax.train import pretrain
+    root = tmp_path_factory.mktemp("pretrained")
+    pretrain(tiny_config(prepared["dir"], num_steps=30, eval_every=1000, learning_rate=1e-3), str(root / "run"))
+    export(str(root / "run"), str(root / "export"))
+    return root / "export"

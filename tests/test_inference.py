@@ -7,20 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from electra_jax import inference
-from electra_jax.checkpoint import export
-from electra_jax.train import pretrain
 
 TEXTS = ["The rabbit ran down the [MASK] and into the garden .", "Alice [MASK] at the [MASK] ."]
 
 
 @pytest.fixture(scope="module")
-def exported(prepared, tmp_path_factory):
-    root = tmp_path_factory.mktemp("inference")
-    pretrain(tiny_config(prepared["dir"], num_steps=30, eval_every=1000, learning_rate=3e-3), str(root / "run"))
-    export(str(root / "run"), str(root / "export"))
-    return root / "export"
+def exported(pretrained_export):
+    return pretrained_export
 
 
 def test_fill_mask_output(exported):

@@ -1,0 +1,127 @@
+"""Fine-tuning readers and features on the real shared data, and the bad inputs."""
+import json
+
+import numpy as np
+import pytest
+
+from electra_jax.data import tasks as readers
+from electra_jax.data.corpus import DataError
+from electra_jax.data.tokenizer import load_tokenizer
+from electra_jax.finetune import features
+
+
+@pytest.fixture(scope="module")
+def tok(prepared):
+    return load_tokenizer(prepared["dir"] + "/tokenizer.model")
+
+
+@pytest.mark.parametrize("task, n, first_label", [("cola", 1043, "1"), ("sst2", 872, "1"), ("mrpc", 408, "1"),
+                                                  ("stsb", 1500, 5.0), ("qnli", 5463, "entailment"),
+                                                  ("wnli", 71, "0")])
+def test_glue_dev_sets_read_completely(shared_data, task, n, first_label):
+    rows = readers.read_glue(task, str(shared_data / "glue"), "dev")
+    assert len(rows) == n and rows[0]["label"] == first_label
+    assert len(rows[0]["texts"]) == len(readers.GLUE[task].text_columns)
+    assert all(t for r in rows for t in r["texts"])
+
+
+def test_mrpc_byte_order_mark_and_pairs(shared_data):
+    rows = readers.read_glue("mrpc", str(shared_data / "glue" / "MRPC"), "train")
+    assert len(rows) == 3668 and rows[0]["texts"][0].startswith("Amrozi accused his brother")
+
+
+def test_bad_tables_name_file_and_line(tmp_path):
+    bad = tmp_path / "dev.tsv"
+    bad.write_text("sentence\tlabel\ngood film\t1\nbad film\tmaybe\n")
+    with pytest.raises(DataError, match=r"dev.tsv:3: unknown label 'maybe'"):
+        readers.read_table(str(bad), ("sentence",), "label", labels=("0", "1"))
+    with pytest.raises(DataError, match=r"dev.tsv:1: no column 'text'"):
+        readers.read_table(str(bad), ("text",), "label")
+    bad.write_text("sentence\tlabel\ngood film\t1\nragged\n")
+    with pytest.raises(DataError, match=r"dev.tsv:3: 1 fields, the header has 2"):
+        readers.read_table(str(bad), ("sentence",), "label")
+    bad.write_text("")
+    with pytest.raises(DataError, match="dev.tsv is empty"):
+        readers.read_table(str(bad), ("sentence",), "label")
+    with pytest.raises(DataError, match="does not exist"):
+        readers.read_table(str(tmp_path / "nope.csv"), ("sentence",), "label")
+    jsonl = tmp_path / "x.jsonl"
+    jsonl.write_text('{"text": "a", "label": "p"}\n{"txt": "b", "label": "n"}\n')
+    with pytest.raises(DataError, match=r"x.jsonl:2: no field 'text'"):
+        readers.read_table(str(jsonl), ("text",), "label")
+
+
+def test_chinese_csv_reads(shared_data):
+    rows = readers.read_table(str(shared_data / "chinese" / "online_shopping_10_cats.csv"), ("review",), "label")
+    assert len(rows) > 62000 and {r["label"] for r in rows} == {"0", "1"}
+    assert not any(r["texts"][0].startswith("\ufeff") for r in rows)  # stray BOMs removed
+
+
+def test_conll_reader_counts(shared_data):
+    sentences = readers.read_conll(str(shared_data / "conll2003" / "valid.txt"))
+    assert len(sentences) == 3250 and sum(len(s["words"]) for s in sentences) == 51362
+    chunks = readers.read_conll(str(shared_data / "conll2003" / "valid.txt"), label_column=2)
+    assert chunks[0]["tags"][0].endswith("NP")
+
+
+def test_conll_bad_line(tmp_path):
+    bad = tmp_path / "train.txt"
+    bad.write_text("EU NNP B-NP B-ORG\nrejects\n")
+    with pytest.raises(DataError, match=r"train.txt:2: 1 columns"):
+        readers.read_conll(str(bad))
+
+
+def test_tags_sit_on_first_sub_tokens(tok):
+    sentences = [dict(words=["Unbelievably", "Alice", "ran", "."], tags=["O", "B-PER", "O", "O"])]
+    arrays, aux = features.tagging_features(sentences, tok, 32, ("O", "B-PER", "I-PER"))
+    pieces = [tok.encode([w])[0] for w in sentences[0]["words"]]
+    assert aux["first_position"][0] == list(np.cumsum([1] + [len(p) for p in pieces[:-1]]))
+    labelled = np.flatnonzero(arrays["labels"][0] != features.IGNORE)
+    assert labelled.tolist() == aux["first_position"][0]
+    assert arrays["labels"][0, aux["first_position"][0][1]] == 1
+    assert arrays["input_ids"][0, 0] == tok.special_ids["cls"]
+    assert arrays["input_ids"][0, arrays["attention_mask"][0].sum() - 1] == tok.special_ids["sep"]
+
+
+def test_squad_answer_not_in_context_is_skipped_and_counted(tmp_path):
+    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]},
+        {"id": "b", "question": "Capital?", "answers": [{"text": "Berlin", "answer_start": 0}]}]}]}]}
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(data))
+    examples, info = readers.read_squad(str(path), training=True)
+    assert [e["id"] for e in examples] == ["a"] and info["skipped"] == ["b"]
+    assert len(readers.read_squad(str(path), training=False)[0]) == 2  # scoring keeps every question
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="train.json:1: not valid JSON"):
+        readers.read_squad(str(path), training=True)
+
+
+def test_squad_windows_map_every_answer_back(shared_data, tok):
+    """Every answer (all gold answers, as training targets) of the first real dev article, through
+    sliding windows: the target tokens map back to the answer's exact text. Answers that begin or
+    end inside a word ("8" of "18") can only map to whole words; they are rare."""
+    examples, _ = readers.read_squad(str(shared_data / "squad" / "v1.1" / "dev-v1.1.json"), training=False)
+    article = [dict(e, answers=[a]) for e in examples[:300] for a in e["answers"]]  # the first article
+    arrays, windows, spans = features.squad_features(article, tok, 160, doc_stride=16, max_query_length=24,
+                                                     training=True)
+    assert len(windows) > len({e["context"] for e in article})  # contexts need several windows
+    found = {}
+    for w, window in enumerate(windows):
+        s, e = int(arrays["start_positions"][w]), int(arrays["end_positions"][w])
+        if s:
+            ex = article[window.example]
+            text = ex["context"][spans[window.example][window.token_to_word[s]][0]:
+                                 spans[window.example][window.token_to_word[e]][1]]
+            found.setdefault(window.example, set()).add(text)
+    inside_word = 0
+    for i, ex in enumerate(article):
+        a = ex["answers"][0]
+        end = a["start"] + len(a["text"])
+        mid_word = (a["start"] > 0 and ex["context"][a["start"] - 1].isalnum() and a["text"][0].isalnum()) or \
+                   (end < len(ex["context"]) and ex["context"][end].isalnum() and a["text"][-1].isalnum())
+        if mid_word:
+            inside_word += 1
+            continue
+        assert found.get(i) == {a["text"].strip()}, (a, found.get(i))
+    assert inside_word < 0.03 * len(article)  # 13 of 898 here; 76 of 34,726 over the whole dev set
