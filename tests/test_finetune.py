@@ -9,7 +9,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from electra_jax.config import ConfigError
@@ -103,7 +102,7 @@ def test_squad_writes_predictions_mapped_to_context_text(shared_data, pretrained
     assert all(text and text in contexts[qid] for qid, text in predictions.items())
 
 
-def test_several_seeds_and_glue_test_predictions_from_the_command_line(shared_data, pretrained_export, tmp_path):
+def test_seeds_glue_test_predictions_and_a_sharded_run_from_the_command_line(shared_data, pretrained_export, tmp_path):
     wnli = tmp_path / "WNLI"
     wnli.mkdir()
     for name in ("train.tsv", "dev.tsv"):
@@ -127,6 +126,17 @@ def test_several_seeds_and_glue_test_predictions_from_the_command_line(shared_da
     assert submission[0] == "index\tprediction" and len(submission) == 72
     assert [line.split("\t")[0] for line in submission[1:]] == [r[0] for r in rows[1:]]
     assert {line.split("\t")[1] for line in submission[1:]} <= {"0", "1"}
+
+    # the same run data parallel x FSDP over 4 (fake CPU) devices: the same losses and predictions
+    r = subprocess.run(cmd[:-1] + [str(tmp_path / "sharded"), "--config.num_seeds=1", "--config.mesh.data=2",
+                                   "--config.mesh.fsdp=2"], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, four = (json.loads((tmp_path / d / "seed_0" / "metrics.json").read_text()) for d in ("run", "sharded"))
+    np.testing.assert_allclose([e["train_loss"] for e in four], [e["train_loss"] for e in one], rtol=1e-5)
+    predictions = [(tmp_path / d / "seed_0" / "WNLI.tsv").read_text() for d in ("run", "sharded")]
+    assert predictions[0] == predictions[1]
 
 
 def test_bad_inputs_fail_before_any_work(shared_data, pretrained_export, tmp_path):

@@ -10,6 +10,4 @@ from electra_jax.finetune.config import finetune_config
 
 
 def get_config():
-    c = finetune_config("ner")
-    c.data.label_column = -1
-    return c
+    return finetune_config("ner")

@@ -18,7 +18,8 @@ def finetune_config(task: str = "sst2") -> ml_collections.ConfigDict:
         dir="",              # GLUE: the task folder, or the glue_data folder holding it
         train_file="", dev_file="", test_file="",  # your own files; CoNLL; SQuAD .json
         text_columns=("text",),  # header names (CSV/TSV) or fields (JSONL) holding the text(s)
-        label_column="label",    # name, or for CoNLL files the tag column's position (-1: last)
+        # the label's column name; for CoNLL files the tag column's position (-1: the last)
+        label_column=-1 if task in ("ner", "chunk", "tagging") else "label",
         labels=(),           # closed label set; empty: every label seen in the training file
         dev_fraction=0.1,    # held out of train_file when there is no dev_file
         tfds_name="", tfds_data_dir="",

@@ -8,11 +8,8 @@ WORKDIR/summary.json          per seed, and mean / std / median over seeds
 """
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
-import shutil
 import time
 from typing import Any
 
@@ -203,6 +200,9 @@ class Finetuner:
                        self.splits.items() if split != "train"}
             examples, _, aux = self.splits["dev"]
             entry["dev"] = task.evaluate(examples, aux, outputs["dev"])
+            for split in set(outputs) - {"dev", "test"}:  # e.g. MNLI's mismatched dev set
+                examples, _, aux = self.splits[split]
+                entry["dev"].update({f"{split}_{k}": v for k, v in task.evaluate(examples, aux, outputs[split]).items()})
             entry["seconds"] = time.perf_counter() - start
             history.append(entry)
             bar.set_postfix({task.main_metric: f"{entry['dev'][task.main_metric]:.4f}"})

@@ -71,6 +71,8 @@ class ClassificationTask(Task):
         self.kind = "regression" if self.name == "stsb" else "classification"
         self.main_metric = self.metric_names[0]
         self._held_out = None
+        if self.name == "mnli":  # scored beside dev (matched) when dev_mismatched.tsv is there
+            self.splits = ("train", "dev", "dev_mismatched", "test")
 
     @property
     def num_outputs(self) -> int:
@@ -84,8 +86,9 @@ class ClassificationTask(Task):
             directory = d.dir
             path = os.path.join(directory, readers.GLUE_DIRS[self.name]) \
                 if os.path.isdir(os.path.join(directory, readers.GLUE_DIRS[self.name])) else directory
-            if split == "test" and not os.path.isfile(os.path.join(
-                    path, "test_matched.tsv" if self.name == "mnli" else "test.tsv")):
+            optional = {"test": "test_matched.tsv" if self.name == "mnli" else "test.tsv",
+                        "dev_mismatched": "dev_mismatched.tsv"}
+            if split in optional and not os.path.isfile(os.path.join(path, optional[split])):
                 return None
             return _limit(readers.read_glue(self.name, d.dir, split), self._max(split))
         return _limit(self._read_own_files(split), self._max(split))
