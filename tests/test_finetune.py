@@ -182,3 +182,25 @@ def test_chinese_reviews_from_a_huggingface_directory(shared_data, tmp_path):
     majority = max(gold.count("0"), gold.count("1")) / len(gold)
     assert len(gold) == round(0.1 * 11987) and summary["init"] == f"HuggingFace {hf_dir}"
     assert dev["accuracy"] > majority + 0.1 and dev["f1"] > 0.5, (dev, majority)
+
+
+@pytest.mark.parametrize("task, builder, name", [("sst2", "TinyGlueSst2", "tiny_glue_sst2"),
+                                                 ("ner", "TinyConll", "tiny_conll"),
+                                                 ("squad", "TinySquad", "tiny_squad")])
+def test_tasks_read_from_tfds(shared_data, pretrained_export, tmp_path, monkeypatch, task, builder, name):
+    """tfds datasets with the catalog's features (glue/sst2, conll2003, squad), built locally."""
+    from tfds_fixture import tiny_tasks
+    monkeypatch.setenv(tiny_tasks.SHARED_ENV, str(shared_data))
+    getattr(tiny_tasks, builder)(data_dir=str(tmp_path / "tfds"), file_format="array_record").download_and_prepare()
+    c = quick_config(task, pretrained_export, source="tfds", tfds_name=name, tfds_data_dir=str(tmp_path / "tfds"))
+    if task == "squad":
+        c.max_seq_length = 128
+        c.squad.update(max_query_length=32, doc_stride=64)
+    summary = finetune(c, str(tmp_path / "run"))
+    assert summary["runs"][0]["dev"][summary["main_metric"]] >= 0
+    sizes = {"sst2": 872 - 600, "ner": 100, "squad": 50}
+    outputs = {"sst2": "dev_predictions.tsv", "ner": "dev_predictions.conll", "squad": "dev_predictions.json"}
+    text = (tmp_path / "run" / "seed_0" / outputs[task]).read_text()
+    count = {"sst2": lambda t: len(t.splitlines()) - 1, "ner": lambda t: len(t.strip().split("\n\n")),
+             "squad": lambda t: len(json.loads(t))}[task](text)
+    assert count == sizes[task]

@@ -13,7 +13,7 @@ import glob
 import json
 import logging
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 Document = list[str]
 TEXT_SUFFIXES = (".txt", ".text", ".raw")
@@ -83,14 +83,19 @@ def read_text_file(path: str, stats: ReadStats) -> Iterator[Document]:
         yield doc
 
 
-def read_jsonl_file(path: str, stats: ReadStats, text_key: str) -> Iterator[Document]:
-    for lineno, line in enumerate(_decoded_lines(path, stats), 1):
+def jsonl_records(path: str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each non-blank line; DataError names the line that is not JSON."""
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+
+
+def read_jsonl_file(path: str, stats: ReadStats, text_key: str) -> Iterator[Document]:
+    for lineno, record in jsonl_records(path, _decoded_lines(path, stats)):
         if not isinstance(record, dict) or text_key not in record:
             raise DataError(f"{path}:{lineno}: no {text_key!r} field (set --text_key)")
         doc = [s.strip() for s in str(record[text_key]).splitlines() if s.strip()]

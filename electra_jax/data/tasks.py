@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from electra_jax.data.corpus import DataError
+from electra_jax.data.corpus import DataError, jsonl_records
 
 csv.field_size_limit(sys.maxsize)  # reviews and SQuAD-derived rows can be long
 
@@ -138,13 +138,9 @@ def read_table(path: str, text_columns, label_column, *, has_header: bool = True
 def _read_jsonl_table(path, text_columns, label_column, labels, require_label) -> list[dict]:
     examples = []
     with open(path, encoding="utf-8") as f:
-        for line, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line}: not valid JSON ({e.msg})") from None
+        for line, record in jsonl_records(path, f):
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line}: a JSON object with named fields is expected")
             missing = [c for c in text_columns if c not in record]
             if missing:
                 raise DataError(f"{path}:{line}: no field {missing[0]!r}; the record has {sorted(record)}")
@@ -199,16 +195,25 @@ def tfds_source(name: str, split: str, data_dir: str | None):
                         f"`tfds build {name.split(':')[0]} --file_format=array_record`") from None
 
 
+def tfds_has_split(name: str, split: str, data_dir: str | None) -> bool:
+    import tensorflow_datasets as tfds
+    try:
+        return split in tfds.builder(name, data_dir=data_dir or None).info.splits
+    except Exception:  # not prepared at all: let tfds_source say so
+        return True
+
+
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def read_glue_tfds(task: str, split: str, data_dir: str | None) -> list[dict]:
+def read_glue_tfds(task: str, split: str, data_dir: str | None, name: str = "") -> list[dict]:
+    """A GLUE split from tfds (`name` overrides the catalog's glue/TASK)."""
     spec = GLUE[task]
     tfds_split = {"dev": "validation_matched" if task == "mnli" else "validation",
                   "dev_mismatched": "validation_mismatched",
                   "test": "test_matched" if task == "mnli" else "test"}.get(split, split)
-    source, info = tfds_source(spec.tfds_name, tfds_split, data_dir)
+    source, info = tfds_source(name or spec.tfds_name, tfds_split, data_dir)
     names = info.features["label"].names if spec.labels is not None else None
     examples = []
     for i in range(len(source)):

@@ -82,7 +82,9 @@ class ClassificationTask(Task):
         d = self.data
         if self.name in readers.GLUE:
             if d.source == "tfds":
-                return _limit(readers.read_glue_tfds(self.name, split, d.tfds_data_dir), self._max(split))
+                if split == "test":
+                    return None  # GLUE test labels are hidden; predict from the distribution's test.tsv
+                return _limit(readers.read_glue_tfds(self.name, split, d.tfds_data_dir, d.tfds_name), self._max(split))
             directory = d.dir
             path = os.path.join(directory, readers.GLUE_DIRS[self.name]) \
                 if os.path.isdir(os.path.join(directory, readers.GLUE_DIRS[self.name])) else directory
@@ -183,7 +185,10 @@ class TaggingTask(Task):
         d = self.data
         if d.source == "tfds":
             feature = "chunks" if self.name == "chunk" else "ner"
-            sentences = readers.read_conll_tfds(d.tfds_name or "conll2003", split, d.tfds_data_dir, feature)
+            name = d.tfds_name or "conll2003"
+            if split == "test" and not readers.tfds_has_split(name, split, d.tfds_data_dir):
+                return None
+            sentences = readers.read_conll_tfds(name, split, d.tfds_data_dir, feature)
         else:
             file = dict(train=d.train_file, dev=d.dev_file, test=d.test_file)[split]
             if not file:
