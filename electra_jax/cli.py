@@ -18,6 +18,8 @@ commands:
   export     the pretrained networks alone, for fine-tuning: --workdir DIR --out EXPORT_DIR
   finetune   fine-tune on GLUE, SQuAD, CoNLL tagging or your own labelled text:
              --config configs/finetune/glue.py --config.task=sst2 --config.init=PATH --workdir DIR
+  bench      step --config C [--reference]: step time, tokens/s, FLOPs, MFU, memory, compile time
+             (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate
   predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
   convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
@@ -77,13 +79,19 @@ def cmd_prepare(argv: list[str]) -> dict:
     return meta
 
 
-def _pretrain_flags(argv: list[str], command: str = "pretrain"):
+def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=None):
     from absl import flags
     from ml_collections import config_flags
     fv = flags.FlagValues()
     argv = [f"electra-jax {command}"] + argv
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", flag_values=fv,
                                     lock_config=True, sys_argv=argv)
+    if define_extra:  # a command with its own flags instead of --workdir and the multi-host ones
+        define_extra(flags, fv)
+        fv(argv)
+        if fv.config is None:
+            raise SystemExit(f"electra-jax {command}: --config is required")
+        return fv
     flags.DEFINE_string("workdir", None, "checkpoints, metrics and predictions go here", flag_values=fv)
     flags.DEFINE_string("coordinator", None, "multi-host: host:port of process 0 (auto on TPU and SLURM)",
                         flag_values=fv)
@@ -250,8 +258,45 @@ def cmd_convert(argv: list[str]):
             print(f"wrote {path}")
 
 
+def cmd_bench(argv: list[str]) -> dict:
+    if not argv or argv[0] not in ("step", "data"):
+        raise SystemExit("usage: electra-jax bench step --config C [--reference] [--config.a.b=v ...] | "
+                         "bench data --config C --config.data.dir=PREPARED [--step_seconds S]")
+
+    def define(flags, fv):
+        flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
+        flags.DEFINE_integer("vocab_size", 30522, "vocabulary for synthetic tokens (model.vocab_size wins if set)",
+                             flag_values=fv)
+        flags.DEFINE_bool("reference", False, "also time the PyTorch/transformers step (bench extra)", flag_values=fv)
+        flags.DEFINE_bool("matmul_peak", True, "measure the matmul peak for MFU", flag_values=fv)
+        flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
+        flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
+    fv = _pretrain_flags(argv[1:], f"bench {argv[0]}", define)
+    from electra_jax import bench
+    config = fv.config
+    if argv[0] == "step":
+        vocab = config.model.vocab_size or fv.vocab_size
+        result = bench.bench_step(config, vocab, steps=fv.steps)
+        if fv.matmul_peak:
+            result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
+            result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
+        if fv.reference:
+            from electra_jax.bench_torch import bench_reference
+            result["reference"] = bench_reference(config, vocab, steps=fv.steps)
+            result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
+    else:
+        result = bench.bench_data(config.data.dir, config.train.batch_size)
+        if fv.step_seconds:
+            result["ratio_to_step"] = result["examples_per_second"] / (config.train.batch_size / fv.step_seconds)
+    print(json.dumps(result, indent=2))
+    if fv.json:
+        with open(fv.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
 COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
-            "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert}
+            "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

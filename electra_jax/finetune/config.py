@@ -10,6 +10,7 @@ def finetune_config(task: str = "sst2") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = task
     c.init = ""             # pretraining workdir, `electra-jax export` dir, or HuggingFace ELECTRA dir
+    c.from_scratch = False  # keep init's architecture and tokenizer but not its weights: the no-pretraining baseline
     c.seed = 0
     c.num_seeds = 1         # runs seeds seed .. seed+num_seeds-1 and reports mean and std
     c.max_seq_length = 128

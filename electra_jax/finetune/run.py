@@ -138,7 +138,8 @@ class Finetuner:
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             results = [self.run_seed(seed) for seed in seeds]
         summary = summarize(self.task, results, seeds)
-        summary.update(task=self.config.task, init=self.source, epochs=self.epochs, learning_rate=self.learning_rate,
+        source = f"random weights, architecture of {self.source}" if self.config.from_scratch else self.source
+        summary.update(task=self.config.task, init=source, epochs=self.epochs, learning_rate=self.learning_rate,
                        layerwise_lr_decay=self.lr_decay, steps_per_epoch=self.steps_per_epoch)
         if jax.process_index() == 0:
             with open(os.path.join(self.workdir, "summary.json"), "w") as f:
@@ -166,6 +167,8 @@ class Finetuner:
         shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
         state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(jax.random.key(seed))
         params = dict(state.params)
+        if self.config.from_scratch:
+            return state, shardings
         for name in ("embeddings", "encoder"):
             expected = jax.tree.map(lambda x: x.shape, params[name])
             got = jax.tree.map(lambda x: x.shape, self.pretrained[name])
