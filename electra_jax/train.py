@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from electra_jax import config as config_lib, sharding, warm_start
+from electra_jax import bench, config as config_lib, sharding, warm_start
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError
@@ -196,6 +196,8 @@ class Trainer:
         rng = jax.random.key(cfg.seed + 1)  # with the step number, the whole random state
         start = int(state.step)
         tokens_per_step = t.batch_size * cfg.data.seq_length
+        flops_per_step = bench.train_flops_per_step(cfg, self.meta["vocab_size"])["total"]
+        peak = bench.nominal_peak(self.mesh.devices.flat[0])  # None on CPUs and unknown devices
         last_train, last_eval, preempted = {}, {}, False
         bar = tqdm(total=t.num_steps, initial=start, desc="pretrain", unit="step",
                    disable=jax.process_index() != 0, dynamic_ncols=True)
@@ -209,6 +211,9 @@ class Trainer:
                     last_train = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
                     now = time.perf_counter()
                     last_train["tokens_per_second"] = (done - tick_step) * tokens_per_step / (now - tick)
+                    last_train["model_flops_per_second"] = (done - tick_step) * flops_per_step / (now - tick)
+                    if peak:
+                        last_train["mfu"] = last_train["model_flops_per_second"] / (peak * self.mesh.devices.size)
                     tick, tick_step = now, done
                     writer.write(done, "train", last_train)
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}", tok_s=f"{last_train['tokens_per_second']:.0f}")

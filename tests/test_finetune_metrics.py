@@ -73,3 +73,28 @@ def test_entity_metrics_match_seqeval(shared_data):
         assert ours["per_type"][kind]["f1"] == pytest.approx(100 * report[kind]["f1-score"])
         assert ours["per_type"][kind]["support"] == report[kind]["support"]
     assert "micro avg" in metrics.entity_report(ours)
+
+
+def test_squad_decoding_over_windows():
+    """Hand-made logits over two windows of one context: the best span lies in the second window,
+    a higher-scoring span whose start lacks max context in its window is ignored, and SQuAD 2.0
+    answers "" when the [CLS] score wins by more than the threshold."""
+    from electra_jax.finetune import features, squad
+    context = "The quick brown fox jumps over the lazy dog ."
+    spans = features.context_words(context)  # 10 words
+    ex = [dict(id="q", context=context, answers=[dict(text="lazy dog", start=35)])]
+    # window 0 holds words 0-5 at positions 3-8, window 1 words 4-9 at positions 3-8 (question = 1 token)
+    w0 = features.SquadWindow(0, {3 + i: i for i in range(6)}, {3 + i: i < 5 for i in range(6)})
+    w1 = features.SquadWindow(0, {3 + i: 4 + i for i in range(6)}, {3 + i: i >= 1 for i in range(6)})
+    start, end = np.zeros((2, 10)), np.zeros((2, 10))
+    start[0, 8], end[0, 8] = 9.0, 9.0  # word 5 in window 0, where it lacks max context: skipped
+    start[1, 6], end[1, 7] = 5.0, 5.0  # words 7-8, "lazy dog": 10 beats any start with end 9 (0 + 9)
+    start[:, 0], end[:, 0] = 1.0, 1.0  # [CLS]
+    predictions, null_odds = squad.decode(ex, [w0, w1], [spans], start, end)
+    assert predictions == {"q": "lazy dog"} and null_odds["q"] == pytest.approx(2.0 - 10.0)
+    assert metrics.squad_metrics(ex, predictions)["exact"] == 100.0
+    start[:, 0], end[:, 0] = 6.0, 6.0  # null 12 vs best span 10
+    assert squad.decode(ex, [w0, w1], [spans], start, end, allow_null=True, null_threshold=1.0)[0] == {"q": ""}
+    assert squad.decode(ex, [w0, w1], [spans], start, end, allow_null=True, null_threshold=3.0)[0] == {"q": "lazy dog"}
+    # a span longer than max_answer_length is not a candidate
+    assert squad.decode(ex, [w0, w1], [spans], start, end, max_answer_length=1)[0] != {"q": "lazy dog"}
