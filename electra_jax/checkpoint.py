@@ -89,9 +89,10 @@ EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) fo
 }
 
 
-def pretrained_networks(workdir: str) -> tuple[dict, object, dict]:
+def pretrained_networks(workdir: str, step: int | None = None) -> tuple[dict, object, dict]:
     """({part: (ModelConfig, params)}, tokenizer, info) from the latest good checkpoint of a
-    pretraining run, restored onto one device. Each network's params are {embeddings, encoder, head}."""
+    pretraining run (or the one of `step`), restored onto one device. Each network's params are
+    {embeddings, encoder, head}."""
     import flax.linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -109,7 +110,7 @@ def pretrained_networks(workdir: str) -> tuple[dict, object, dict]:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
                             nn.meta.unbox(abstract))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = ckpt.restore_latest_good(abstract, move_aside=False)
+    state = ckpt.restore(abstract, step=step) if step else ckpt.restore_latest_good(abstract, move_aside=False)
     ckpt.close()
     if state is None:
         raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
@@ -121,13 +122,13 @@ def pretrained_networks(workdir: str) -> tuple[dict, object, dict]:
     return networks, load_data_tokenizer(meta), info
 
 
-def export(workdir: str, out: str) -> dict:
+def export(workdir: str, out: str, step: int | None = None) -> dict:
     """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
     OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
     OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
     if os.path.exists(out):
         raise FileExistsError(f"export target {os.path.abspath(out)} already exists")
-    networks, tokenizer, info = pretrained_networks(workdir)
+    networks, tokenizer, info = pretrained_networks(workdir, step)
     return write_export(out, networks, tokenizer, **info)
 
 

@@ -20,6 +20,8 @@ commands:
              --config configs/finetune/glue.py --config.task=sst2 --config.init=PATH --workdir DIR
   bench      step --config C [--reference]: step time, tokens/s, FLOPs, MFU, memory, compile time
              (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate
+  study      ELECTRA vs masked-LM pretraining at equal FLOPs, fine-tuned on GLUE tasks:
+             --config configs/study/small_cpu.py --workdir DIR
   predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
   convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
@@ -258,6 +260,16 @@ def cmd_convert(argv: list[str]):
             print(f"wrote {path}")
 
 
+def cmd_study(argv: list[str]) -> dict:
+    fv = _pretrain_flags(argv, "study")
+    from electra_jax.study import run_study
+    result = run_study(fv.config, fv.workdir)
+    print("\n" + result["table"])
+    print(f"\ntable: {result['workdir']}/study.md, plot: {result['workdir']}/study.png, "
+          f"every score: {result['workdir']}/results.json")
+    return result
+
+
 def cmd_bench(argv: list[str]) -> dict:
     if not argv or argv[0] not in ("step", "data"):
         raise SystemExit("usage: electra-jax bench step --config C [--reference] [--config.a.b=v ...] | "
@@ -296,7 +308,8 @@ def cmd_bench(argv: list[str]) -> dict:
 
 
 COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
-            "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert, "bench": cmd_bench}
+            "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert, "bench": cmd_bench,
+            "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,9 @@ from electra_jax.checkpoint import EXPORT_FORMAT, write_export
 from electra_jax.data.tokenizer import BaseTokenizer, load_tokenizer
 from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig
 
-MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator}
-HF_ARCH = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+# The masked-LM baseline's "encoder" network has a generator's shape: encoder + masked-LM head.
+MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator, "encoder": ElectraGenerator}
+HF_ARCH = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM", "encoder": "ElectraForMaskedLM"}
 
 
 def _read_json(path):

@@ -136,6 +136,7 @@ class Finetuner:
                 json.dump(self.config.to_dict(), f, indent=2)
         seeds = [self.config.seed + i for i in range(self.config.num_seeds)]
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            self._build()
             results = [self.run_seed(seed) for seed in seeds]
         summary = summarize(self.task, results, seeds)
         source = f"random weights, architecture of {self.source}" if self.config.from_scratch else self.source
@@ -155,36 +156,40 @@ class Finetuner:
         decay = layerwise_lr_decay(self.lr_decay, self.encoder_cfg.num_layers)
         return make_optimizer(t, learning_rate_schedule(t), extra=decay)
 
-    def _init_state(self, model, tx, seed):
-        """Random head, pretrained embeddings and encoder, placed on the mesh by their logical axes."""
-        ids = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
-
-        def init(rng):
-            params = model.init(rng, ids, ids, ids)["params"]
-            return FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params))
-        abstract = jax.eval_shape(init, jax.random.key(seed))
+    def _build(self):
+        """Model, optimizer, state shardings and the compiled steps: one set for all seeds."""
+        self.model = FinetuneModel(self.encoder_cfg, kind=self.task.kind, num_outputs=self.task.num_outputs)
+        self.tx = self._optimizer()
+        abstract = jax.eval_shape(self._init_fn, jax.random.key(0))
         sharding.check_divisible(abstract.params, self.mesh, self.rules)
-        shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
-        state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(jax.random.key(seed))
-        params = dict(state.params)
+        self.shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
+        self.steps = make_steps(self.model, self.tx, self.shardings, self.mesh)
+
+    def _init_fn(self, rng):
+        ids = jnp.zeros((1, self.config.max_seq_length), jnp.int32)
+        params = self.model.init(rng, ids, ids, ids)["params"]
+        return FinetuneState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
+
+    def _init_state(self, seed):
+        """Random head, pretrained embeddings and encoder, placed on the mesh by their logical axes."""
+        state = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)), out_shardings=self.shardings)(jax.random.key(seed))
         if self.config.from_scratch:
-            return state, shardings
+            return state
+        params = dict(state.params)
         for name in ("embeddings", "encoder"):
             expected = jax.tree.map(lambda x: x.shape, params[name])
             got = jax.tree.map(lambda x: x.shape, self.pretrained[name])
             if expected != got:
                 raise ConfigError(f"pretrained {name} shapes do not match the fine-tuning model")
-            params[name] = jax.device_put(self.pretrained[name], shardings.params[name])
-        return state.replace(params=params), shardings
+            params[name] = jax.device_put(self.pretrained[name], self.shardings.params[name])
+        return state.replace(params=params)
 
     def run_seed(self, seed: int) -> dict:
         cfg, task = self.config, self.task
         out_dir = os.path.join(self.workdir, f"seed_{seed}")
         os.makedirs(out_dir, exist_ok=True)
-        model = FinetuneModel(self.encoder_cfg, kind=task.kind, num_outputs=task.num_outputs)
-        tx = self._optimizer()
-        state, shardings = self._init_state(model, tx, seed)
-        train_step, predict = make_steps(model, tx, shardings, self.mesh)
+        state = self._init_state(seed)
+        train_step, predict = self.steps
         batch_sharding = sharding.batch_sharding(self.mesh)
         _, train_arrays, _ = self.splits["train"]
         rng = jax.random.key(seed + 1)

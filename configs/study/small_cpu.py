@@ -1,0 +1,30 @@
+"""The compute-matched study on the 2-core CPU machine: ELECTRA vs masked-LM pretraining of the
+same tiny encoder (2 layers, hidden 128) on the shared English corpus for equal FLOPs, fine-tuned
+at 3 budgets on SST-2, CoLA, MRPC and STS-B with 3 seeds each.
+
+    electra-jax study --config configs/study/small_cpu.py --workdir runs/study
+
+Paths are relative to the repository root (../shared/data beside it).
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.corpus = ("../shared/data/pretrain/wikitext-2-raw", "../shared/data/pretrain/gutenberg_nltk_tokenized")
+    c.glue_dir = "../shared/data/glue"
+    c.vocab_size = 8000
+    c.seq_length = 128
+    c.size = "tiny"
+    c.model = ml_collections.ConfigDict(dict(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=512,
+                                             embedding_size=128))
+    c.train = ml_collections.ConfigDict(dict(batch_size=32, learning_rate=1e-3, log_every=100))
+    c.warmup_fraction = 0.05
+    c.pretrain_flops = 6e13     # per objective: ELECTRA at 32 x 128 is 1.65e10 FLOPs a step, 3600 steps (~15 min here)
+    c.budgets = 3               # checkpoints at 1/3, 2/3 and all of the FLOPs
+    c.tasks = ("sst2", "cola", "mrpc", "stsb")
+    c.seeds = 3
+    c.seed = 0
+    c.finetune = ml_collections.ConfigDict(dict(max_seq_length=64, batch_size=32, epochs=0,
+                                                max_train_examples=8000, max_eval_examples=0))
+    return c

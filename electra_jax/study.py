@@ -1,0 +1,155 @@
+"""The compute-matched study (paper Table 1 / Figure 4 at small scale): ELECTRA against masked-LM
+pretraining of the same encoder for the same pretraining FLOPs, each checkpoint fine-tuned on
+GLUE tasks with several seeds.
+
+    electra-jax study --config configs/study/small_cpu.py --workdir W
+
+W/data/                prepared corpus (shared by both objectives: same tokenizer, same data order)
+W/pretrain/OBJECTIVE/  the two pretraining runs (checkpoints at every budget)
+W/finetune/OBJECTIVE/STEP/TASK/   fine-tuning runs (summary.json per task)
+W/results.json         every score; W/study.md the table; W/study.png score against FLOPs
+
+Every stage is skipped when its output exists, so an interrupted study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+
+from electra_jax import bench
+from electra_jax.checkpoint import export
+from electra_jax.config import default_config
+from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
+
+OBJECTIVES = ("electra", "mlm")
+# The GLUE score of each task, as the GLUE leaderboard averages it.
+TASK_SCORE = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"), "stsb": ("pearson", "spearman"),
+              "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
+
+
+def pretrain_config(study, objective: str, data_dir: str, vocab_size: int):
+    """The pretraining config of one objective, with as many steps as the FLOP budget buys."""
+    c = default_config(study.size)
+    c.objective = objective
+    c.model.update(study.model.to_dict())
+    c.data.update(dir=data_dir, seq_length=study.seq_length)
+    c.train.update(study.train.to_dict())
+    c.seed = study.seed
+    flops = bench.train_flops_per_step(c, vocab_size)["total"]
+    steps = max(study.budgets, int(round(study.pretrain_flops / flops)))
+    c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / study.budgets), keep_checkpoints=study.budgets,
+                   warmup_steps=int(study.warmup_fraction * steps), eval_every=steps)
+    return c, flops
+
+
+def finetune_config(study, task: str, init: str):
+    from electra_jax.finetune.config import finetune_config as base
+    c = base(task)
+    c.init, c.num_seeds, c.seed = init, study.seeds, study.seed
+    c.max_seq_length = study.finetune.max_seq_length
+    c.data.update(dir=os.path.join(study.glue_dir, task_folder(task)),
+                  max_train_examples=study.finetune.max_train_examples,
+                  max_eval_examples=study.finetune.max_eval_examples)
+    c.train.update(epochs=study.finetune.epochs, batch_size=study.finetune.batch_size)
+    return c
+
+
+def task_folder(task: str) -> str:
+    from electra_jax.data.tasks import GLUE_DIRS
+    return GLUE_DIRS[task]
+
+
+def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
+    """(mean, std, per-seed) of the task's GLUE score in percent (the mean of its metrics)."""
+    per_seed = np.mean([summary["metrics"][m]["values"] for m in TASK_SCORE[task]], axis=0) * 100
+    return float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0, per_seed.tolist()
+
+
+def run_study(study, workdir: str) -> dict:
+    from electra_jax.finetune.run import finetune
+    from electra_jax.train import pretrain
+    workdir = os.path.abspath(workdir)
+    data_dir = os.path.join(workdir, "data")
+    if not os.path.exists(os.path.join(data_dir, "metadata.json")):
+        prepare(PrepareOptions(inputs=list(study.corpus), output_dir=data_dir, vocab_size=study.vocab_size,
+                               seq_length=study.seq_length, eval_fraction=0.01))
+    meta = load_metadata(data_dir)
+    results_file = os.path.join(workdir, "results.json")
+    results = json.load(open(results_file)) if os.path.exists(results_file) else {"runs": {}}
+    for objective in OBJECTIVES:
+        config, step_flops = pretrain_config(study, objective, data_dir, meta["vocab_size"])
+        run_dir = os.path.join(workdir, "pretrain", objective)
+        logging.info("%s: %d steps of %.3g FLOPs", objective, config.train.num_steps, step_flops)
+        pretrain(config, run_dir)
+        steps = sorted(int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit())
+        for step in steps:
+            export_dir = os.path.join(workdir, "exports", objective, str(step))
+            if not os.path.exists(export_dir):
+                export(run_dir, export_dir, step=step)
+            for task in study.tasks:
+                key = f"{objective}/{step}/{task}"
+                if key in results["runs"]:
+                    continue
+                summary = finetune(finetune_config(study, task, export_dir),
+                                   os.path.join(workdir, "finetune", objective, str(step), task))
+                mean, std, per_seed = task_score(summary, task)
+                results["runs"][key] = dict(objective=objective, step=step, pretrain_flops=step * step_flops,
+                                            task=task, mean=mean, std=std, per_seed=per_seed)
+                with open(results_file, "w") as f:
+                    json.dump(results, f, indent=2)
+    table = markdown_table(results, study.tasks)
+    with open(os.path.join(workdir, "study.md"), "w") as f:
+        f.write(table + "\n")
+    plot(results, study.tasks, os.path.join(workdir, "study.png"))
+    return dict(results=results, table=table, workdir=workdir)
+
+
+def _points(results: dict, tasks) -> dict:
+    """{(objective, step): {task: run, ..., "flops": F}} for the checkpoints with every task done."""
+    points = {}
+    for run in results["runs"].values():
+        points.setdefault((run["objective"], run["step"]), {"flops": run["pretrain_flops"]})[run["task"]] = run
+    return {k: v for k, v in sorted(points.items()) if all(t in v for t in tasks)}
+
+
+def glue_average(point: dict, tasks) -> tuple[float, float]:
+    """Mean over tasks of the task scores; its std from the per-seed averages over tasks."""
+    per_seed = np.mean([point[t]["per_seed"] for t in tasks], axis=0)
+    return float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0
+
+
+def markdown_table(results: dict, tasks) -> str:
+    header = "| objective | pretraining FLOPs | step | " + " | ".join(tasks) + " | average |"
+    lines = [header, "|" + "---|" * (len(tasks) + 4)]
+    for (objective, step), point in _points(results, tasks).items():
+        cells = [f"{point[t]['mean']:.1f} ± {point[t]['std']:.1f}" for t in tasks]
+        avg, avg_std = glue_average(point, tasks)
+        lines.append(f"| {objective} | {point['flops']:.2e} | {step} | " + " | ".join(cells)
+                     + f" | **{avg:.1f}** ± {avg_std:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, tasks, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = _points(results, tasks)
+    for objective in OBJECTIVES:
+        rows = [(p["flops"], *glue_average(p, tasks)) for (o, _), p in points.items() if o == objective]
+        if rows:
+            x, y, err = map(np.array, zip(*rows))
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+                        label={"electra": "ELECTRA", "mlm": "masked LM (BERT)"}[objective])
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining FLOPs")
+    ax.set_ylabel(f"dev score, mean of {', '.join(tasks)}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,44 @@
+"""The compute-matched study's pipeline, end to end at a few minutes' scale (checks the outputs,
+not the outcome)."""
+import json
+import runpy
+
+import pytest
+
+from electra_jax.study import pretrain_config, run_study
+
+
+def smoke_config(shared_data):
+    c = runpy.run_path("configs/study/small_cpu.py")["get_config"]()
+    books = shared_data / "pretrain" / "gutenberg_nltk_tokenized"
+    c.corpus = (str(books / "carroll-alice.txt"), str(books / "blake-poems.txt"))
+    c.glue_dir = str(shared_data / "glue")
+    c.vocab_size, c.seq_length = 600, 64
+    c.model.update(hidden_size=64, intermediate_size=128, embedding_size=32)
+    c.train.update(batch_size=16)
+    c.pretrain_flops = 1.2e10  # about 20 steps of each objective
+    c.budgets, c.seeds, c.tasks = 2, 2, ("sst2", "stsb")
+    c.finetune.update(epochs=1, batch_size=16, max_train_examples=96, max_eval_examples=64)
+    return c
+
+
+def test_equal_flops_give_masked_lm_more_steps(shared_data):
+    c = smoke_config(shared_data)
+    electra, electra_flops = pretrain_config(c, "electra", "/unused", 600)
+    mlm, mlm_flops = pretrain_config(c, "mlm", "/unused", 600)
+    assert mlm_flops < electra_flops and mlm.train.num_steps > electra.train.num_steps
+    assert electra.train.num_steps * electra_flops == pytest.approx(mlm.train.num_steps * mlm_flops, rel=0.05)
+
+
+def test_study_smoke_run(shared_data, tmp_path):
+    c = smoke_config(shared_data)
+    result = run_study(c, str(tmp_path))
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert len(runs) == 2 * 2 * 2  # objectives x budgets x tasks
+    assert {r["objective"] for r in runs.values()} == {"electra", "mlm"}
+    assert all(len(r["per_seed"]) == 2 and 0 <= r["mean"] <= 100 or r["task"] == "stsb" for r in runs.values())
+    table = (tmp_path / "study.md").read_text().strip().splitlines()
+    assert len(table) == 2 + 4 and "average" in table[0] and table == result["table"].splitlines()
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second call finds everything done and only rewrites the table
+    assert run_study(c, str(tmp_path))["table"] == result["table"]
