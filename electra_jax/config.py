@@ -51,6 +51,7 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         attention_dropout_rate=0.1,
         initializer_range=0.02,
         layer_norm_eps=1e-12,
+        attention_impl="flax",  # "jax": jax.nn.dot_product_attention (cuDNN on GPUs; needs attention_dropout_rate=0)
         dtype="float32",        # compute dtype (bfloat16 on accelerators)
         param_dtype="float32",
         **MODEL_SIZES[size],
@@ -163,6 +164,11 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
          f"pretrain.max_predictions_per_seq={max_predictions(config)} must lie in [1, data.seq_length]")
     need(m.dtype in ("float32", "bfloat16", "float16") and m.param_dtype in ("float32", "bfloat16"),
          f"model.dtype={m.dtype!r} / model.param_dtype={m.param_dtype!r}: use float32, bfloat16 or float16")
+    need(m.get("attention_impl", "flax") in ("flax", "jax"),
+         f"model.attention_impl={m.get('attention_impl')!r}: choose 'flax' or 'jax'")
+    need(m.get("attention_impl", "flax") == "flax" or m.attention_dropout_rate == 0,
+         f"model.attention_impl='jax' has no attention dropout; set model.attention_dropout_rate=0 "
+         f"(it is {m.attention_dropout_rate})")
     need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")

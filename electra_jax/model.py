@@ -31,6 +31,9 @@ class ModelConfig:
     layer_norm_eps: float = LAYER_NORM_EPS
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # "flax": flax's dot_product_attention (with attention dropout); "jax": jax.nn.dot_product_attention,
+    # XLA's fused attention (cuDNN flash attention on NVIDIA GPUs), which has no attention dropout.
+    attention_impl: str = "flax"
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
@@ -104,12 +107,16 @@ class SelfAttention(nn.Module):
             y = _dense(c, c.hidden_size, ("embed", "heads"), name)(x)
             return y.reshape(*y.shape[:-1], c.num_heads, head_dim)
 
-        dropout_rng = None
-        if not deterministic and c.attention_dropout_rate > 0:
-            dropout_rng = self.make_rng("dropout")
-        y = nn.dot_product_attention(project("query"), project("key"), project("value"), mask=mask,
-                                     dropout_rng=dropout_rng, dropout_rate=c.attention_dropout_rate,
-                                     deterministic=deterministic, dtype=c.dtype)
+        q, k, v = project("query"), project("key"), project("value")
+        if c.attention_impl == "jax":
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        else:
+            dropout_rng = None
+            if not deterministic and c.attention_dropout_rate > 0:
+                dropout_rng = self.make_rng("dropout")
+            y = nn.dot_product_attention(q, k, v, mask=mask, dropout_rng=dropout_rng,
+                                         dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
+                                         dtype=c.dtype)
         return _dense(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))
 
 

@@ -57,3 +57,16 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     assert result["memory_bytes"]["peak"] > 0 and result["reference"]["tokens_per_second"] > 0
     # both start from the same loss scale: ln(500) + 50 * ln(2) ~ 40.9 at initialisation
     assert result["loss"] == pytest.approx(result["reference"]["loss"], rel=0.3)
+
+
+def test_jax_attention_matches_flax_attention():
+    """model.attention_impl='jax' (jax.nn.dot_product_attention: cuDNN flash attention on GPUs)
+    computes what the default does, padding mask included."""
+    cfg = ModelConfig(vocab_size=300, embedding_size=32, hidden_size=64, num_layers=2, num_heads=4,
+                      intermediate_size=128)
+    ids = jax.random.randint(jax.random.key(1), (3, 24), 5, 300)
+    mask = (jnp.arange(24)[None] < jnp.array([24, 10, 3])[:, None]).astype(jnp.int32)
+    params = ElectraEncoderModel(cfg).init(jax.random.key(0), ids)
+    flax_out = ElectraEncoderModel(cfg).apply(params, ids, mask)
+    jax_out = ElectraEncoderModel(cfg.replace(attention_impl="jax")).apply(params, ids, mask)
+    assert jnp.max(jnp.abs(flax_out - jax_out) * mask[..., None]) < 1e-5

@@ -44,6 +44,8 @@ def test_command_line_overrides():
     ("data.seq_length", 1024, "exceeds model.max_position_embeddings=512"),
     ("model.generator_fraction", 0.0, r"generator_fraction=0.0 must lie in \(0, 1\]"),
     ("model.generator_fraction", 1.5, r"generator_fraction=1.5 must lie in \(0, 1\]"),
+    ("model.attention_impl", "jax", "has no attention dropout; set model.attention_dropout_rate=0"),
+    ("model.attention_impl", "cudnn", "choose .flax. or .jax."),
     ("objective", "bert", "objective='bert'"),
     ("train.batch_size", 30, "batch_size=30 is not divisible by the 8 devices"),
     ("model.vocab_size", 999, "vocab_size=999 does not match the tokenizer's vocabulary of 1000"),
