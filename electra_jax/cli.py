@@ -277,6 +277,7 @@ def cmd_bench(argv: list[str]) -> dict:
 
     def define(flags, fv):
         flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
+        flags.DEFINE_integer("warmup", 2, "untimed steps after compiling", flag_values=fv)
         flags.DEFINE_integer("vocab_size", 30522, "vocabulary for synthetic tokens (model.vocab_size wins if set)",
                              flag_values=fv)
         flags.DEFINE_bool("reference", False, "also time the PyTorch/transformers step (bench extra)", flag_values=fv)
@@ -288,13 +289,13 @@ def cmd_bench(argv: list[str]) -> dict:
     config = fv.config
     if argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
-        result = bench.bench_step(config, vocab, steps=fv.steps)
+        result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup)
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
             result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
         if fv.reference:
             from electra_jax.bench_torch import bench_reference
-            result["reference"] = bench_reference(config, vocab, steps=fv.steps)
+            result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
             result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
     else:
         result = bench.bench_data(config.data.dir, config.train.batch_size)
