@@ -6,7 +6,8 @@ GLUE tasks with several seeds.
 
 W/data/                prepared corpus (shared by both objectives: same tokenizer, same data order)
 W/pretrain/OBJECTIVE/  the two pretraining runs (checkpoints at every budget)
-W/finetune/OBJECTIVE/STEP/TASK/   fine-tuning runs (summary.json per task)
+W/finetune/OBJECTIVE/STEP/TASK/   fine-tuning runs (summary.json per task); W/finetune/scratch/TASK/
+                       the same encoder with random weights, the no-pretraining baseline
 W/results.json         every score; W/study.md the table; W/study.png score against FLOPs
 
 Every stage is skipped when its output exists, so an interrupted study resumes where it stopped.
@@ -101,6 +102,18 @@ def run_study(study, workdir: str) -> dict:
                                             task=task, mean=mean, std=std, per_seed=per_seed)
                 with open(results_file, "w") as f:
                     json.dump(results, f, indent=2)
+    # The no-pretraining baseline: the same encoder and tokenizer with random weights.
+    for task in study.tasks:
+        key = f"scratch/0/{task}"
+        if key not in results["runs"]:
+            c = finetune_config(study, task, export_dir)
+            c.from_scratch = True
+            summary = finetune(c, os.path.join(workdir, "finetune", "scratch", task))
+            mean, std, per_seed = task_score(summary, task)
+            results["runs"][key] = dict(objective="scratch", step=0, pretrain_flops=0.0, task=task, mean=mean,
+                                        std=std, per_seed=per_seed)
+            with open(results_file, "w") as f:
+                json.dump(results, f, indent=2)
     table = markdown_table(results, study.tasks)
     with open(os.path.join(workdir, "study.md"), "w") as f:
         f.write(table + "\n")
@@ -145,6 +158,9 @@ def plot(results: dict, tasks, path: str) -> None:
             x, y, err = map(np.array, zip(*rows))
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
                         label={"electra": "ELECTRA", "mlm": "masked LM (BERT)"}[objective])
+    scratch = [p for (o, _), p in points.items() if o == "scratch"]
+    if scratch:
+        ax.axhline(glue_average(scratch[0], tasks)[0], color="gray", linestyle="--", label="no pretraining")
     ax.set_xscale("log")
     ax.set_xlabel("pretraining FLOPs")
     ax.set_ylabel(f"dev score, mean of {', '.join(tasks)}")

@@ -34,11 +34,11 @@ def test_study_smoke_run(shared_data, tmp_path):
     c = smoke_config(shared_data)
     result = run_study(c, str(tmp_path))
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert len(runs) == 2 * 2 * 1  # objectives x budgets x tasks
-    assert {r["objective"] for r in runs.values()} == {"electra", "mlm"}
+    assert len(runs) == 2 * 2 * 1 + 1  # objectives x budgets x tasks, and the no-pretraining baseline
+    assert {r["objective"] for r in runs.values()} == {"electra", "mlm", "scratch"}
     assert all(len(r["per_seed"]) == 2 and 0 <= r["mean"] <= 100 or r["task"] == "stsb" for r in runs.values())
     table = (tmp_path / "study.md").read_text().strip().splitlines()
-    assert len(table) == 2 + 4 and "average" in table[0] and table == result["table"].splitlines()
+    assert len(table) == 2 + 4 + 1 and "average" in table[0] and table == result["table"].splitlines()
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call finds everything done and only rewrites the table
     assert run_study(c, str(tmp_path))["table"] == result["table"]
