@@ -3,6 +3,7 @@ scored and written. One class per kind of task; `get_task(config)` picks it from
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -207,7 +208,11 @@ class TaggingTask(Task):
         return _limit(sentences, d.max_train_examples if split == "train" else d.max_eval_examples)
 
     def featurize(self, examples, tokenizer, split):
-        return features.tagging_features(examples, tokenizer, self.config.max_seq_length, self.labels)
+        arrays, aux = features.tagging_features(examples, tokenizer, self.config.max_seq_length, self.labels)
+        if aux["truncated_words"]:
+            logging.warning("%s: %d words beyond max_seq_length=%d are cut (predicted 'O' when scoring)", split,
+                            aux["truncated_words"], self.config.max_seq_length)
+        return arrays, aux
 
     def predicted_tags(self, examples, aux, outputs):
         best = outputs.argmax(-1)
@@ -219,9 +224,7 @@ class TaggingTask(Task):
         return tags
 
     def evaluate(self, examples, aux, outputs):
-        m = metrics.entity_metrics([ex["tags"] for ex in examples], self.predicted_tags(examples, aux, outputs))
-        m["truncated_words"] = aux["truncated_words"]
-        return m
+        return metrics.entity_metrics([ex["tags"] for ex in examples], self.predicted_tags(examples, aux, outputs))
 
     def write_predictions(self, directory, split, examples, aux, outputs):
         """CoNLL columns: token, gold tag, predicted tag; a blank line after each sentence
