@@ -108,9 +108,7 @@ def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=Non
 
 
 def cmd_finetune(argv: list[str]) -> dict:
-    fv = _pretrain_flags(argv, "finetune")
-    from electra_jax import sharding
-    sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, auto=fv.distributed)
+    fv = _distributed_command(argv, "finetune")
     import jax
     from electra_jax.finetune.run import finetune, format_summary
     summary = finetune(fv.config, fv.workdir)
@@ -124,10 +122,16 @@ def cmd_finetune(argv: list[str]) -> dict:
     return summary
 
 
-def cmd_pretrain(argv: list[str]) -> dict:
-    fv = _pretrain_flags(argv)
+def _distributed_command(argv: list[str], command: str):
+    """Flags of a config-driven command that may span hosts; joins the cluster before jax starts."""
+    fv = _pretrain_flags(argv, command)
     from electra_jax import sharding
     sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, auto=fv.distributed)
+    return fv
+
+
+def cmd_pretrain(argv: list[str]) -> dict:
+    fv = _distributed_command(argv, "pretrain")
     from electra_jax.train import pretrain
     result = pretrain(fv.config, fv.workdir)
     _print_result(result)

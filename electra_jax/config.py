@@ -98,7 +98,7 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         eval_every=5_000,
         eval_steps=20,
         checkpoint_every=10_000,
-        keep_checkpoints=3,
+        keep_checkpoints=3,  # 0: keep every checkpoint
         nonfinite="skip",  # non-finite loss/gradients: "skip" the update (counted), or "stop" with a debug checkpoint
     ))
 

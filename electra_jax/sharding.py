@@ -81,6 +81,27 @@ def check_divisible(boxed_tree, mesh: Mesh, rules) -> None:
                                   f"{axes} of size {size}; change the mesh or the model size")
 
 
+def place_subtrees(params: dict, loaded: dict, shardings: dict, source: str) -> dict:
+    """`params` with the top-level subtrees in `loaded` (host arrays) replaced, each tensor's path
+    and shape checked against the model's and placed on its sharding. `source` names the origin in
+    errors."""
+    from electra_jax.config import ConfigError
+    params = dict(params)
+    for name, subtree in loaded.items():
+        expected = dict(jax.tree_util.tree_flatten_with_path(params[name])[0])
+        got = dict(jax.tree_util.tree_flatten_with_path(subtree)[0])
+        if expected.keys() != got.keys():
+            raise ConfigError(f"{source} {name} does not have this model's tensors: "
+                              f"{sorted(map(jax.tree_util.keystr, expected.keys() ^ got.keys()))}")
+        for path, want in expected.items():
+            if want.shape != got[path].shape:
+                raise ConfigError(f"{source} {name}{jax.tree_util.keystr(path)}: shape {got[path].shape}, "
+                                  f"the model's {want.shape}")
+        params[name] = jax.device_put(jax.tree.map(lambda x, w: np.asarray(x, w.dtype), subtree, params[name]),
+                                      shardings[name])
+    return params
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 

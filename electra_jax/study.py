@@ -25,6 +25,7 @@ from electra_jax import bench
 from electra_jax.checkpoint import export
 from electra_jax.config import default_config
 from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
+from electra_jax.finetune.run import mean_std
 
 OBJECTIVES = ("electra", "mlm")
 # The GLUE score of each task, as the GLUE leaderboard averages it.
@@ -42,9 +43,16 @@ def pretrain_config(study, objective: str, data_dir: str, vocab_size: int):
     c.seed = study.seed
     flops = bench.train_flops_per_step(c, vocab_size)["total"]
     steps = max(study.budgets, int(round(study.pretrain_flops / flops)))
-    c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / study.budgets), keep_checkpoints=study.budgets,
+    # keep every checkpoint: a preemption adds one, and it must not push a budget's out
+    c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / study.budgets), keep_checkpoints=0,
                    warmup_steps=int(study.warmup_fraction * steps), eval_every=steps)
     return c, flops
+
+
+def budget_steps(config) -> list[int]:
+    """The steps whose checkpoints are the FLOP budgets (not the ones a preemption saved)."""
+    t = config.train
+    return sorted({min(k * t.checkpoint_every, t.num_steps) for k in range(1, t.num_steps // t.checkpoint_every + 2)})
 
 
 def finetune_config(study, task: str, init: str):
@@ -52,22 +60,16 @@ def finetune_config(study, task: str, init: str):
     c = base(task)
     c.init, c.num_seeds, c.seed = init, study.seeds, study.seed
     c.max_seq_length = study.finetune.max_seq_length
-    c.data.update(dir=os.path.join(study.glue_dir, task_folder(task)),
-                  max_train_examples=study.finetune.max_train_examples,
+    c.data.update(dir=study.glue_dir, max_train_examples=study.finetune.max_train_examples,
                   max_eval_examples=study.finetune.max_eval_examples)
     c.train.update(epochs=study.finetune.epochs, batch_size=study.finetune.batch_size)
     return c
 
 
-def task_folder(task: str) -> str:
-    from electra_jax.data.tasks import GLUE_DIRS
-    return GLUE_DIRS[task]
-
-
 def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
     """(mean, std, per-seed) of the task's GLUE score in percent (the mean of its metrics)."""
     per_seed = np.mean([summary["metrics"][m]["values"] for m in TASK_SCORE[task]], axis=0) * 100
-    return float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0, per_seed.tolist()
+    return (*mean_std(per_seed), per_seed.tolist())
 
 
 def run_study(study, workdir: str) -> dict:
@@ -80,40 +82,38 @@ def run_study(study, workdir: str) -> dict:
                                seq_length=study.seq_length, eval_fraction=0.01))
     meta = load_metadata(data_dir)
     results_file = os.path.join(workdir, "results.json")
-    results = json.load(open(results_file)) if os.path.exists(results_file) else {"runs": {}}
+    results = {"runs": {}}
+    if os.path.exists(results_file):
+        with open(results_file) as f:
+            results = json.load(f)
+
+    def finetune_once(objective, step, flops, task, init, from_scratch=False):
+        key = f"{objective}/{step}/{task}"
+        if key in results["runs"]:
+            return
+        c = finetune_config(study, task, init)
+        c.from_scratch = from_scratch
+        summary = finetune(c, os.path.join(workdir, "finetune", objective, str(step), task))
+        mean, std, per_seed = task_score(summary, task)
+        results["runs"][key] = dict(objective=objective, step=step, pretrain_flops=flops, task=task, mean=mean,
+                                    std=std, per_seed=per_seed)
+        with open(results_file, "w") as f:
+            json.dump(results, f, indent=2)
+
     for objective in OBJECTIVES:
         config, step_flops = pretrain_config(study, objective, data_dir, meta["vocab_size"])
         run_dir = os.path.join(workdir, "pretrain", objective)
         logging.info("%s: %d steps of %.3g FLOPs", objective, config.train.num_steps, step_flops)
-        pretrain(config, run_dir)
-        steps = sorted(int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit())
-        for step in steps:
+        if pretrain(config, run_dir)["preempted"]:
+            raise SystemExit(f"pretraining {objective} was stopped; rerun the same command to resume the study")
+        for step in budget_steps(config):
             export_dir = os.path.join(workdir, "exports", objective, str(step))
             if not os.path.exists(export_dir):
                 export(run_dir, export_dir, step=step)
             for task in study.tasks:
-                key = f"{objective}/{step}/{task}"
-                if key in results["runs"]:
-                    continue
-                summary = finetune(finetune_config(study, task, export_dir),
-                                   os.path.join(workdir, "finetune", objective, str(step), task))
-                mean, std, per_seed = task_score(summary, task)
-                results["runs"][key] = dict(objective=objective, step=step, pretrain_flops=step * step_flops,
-                                            task=task, mean=mean, std=std, per_seed=per_seed)
-                with open(results_file, "w") as f:
-                    json.dump(results, f, indent=2)
-    # The no-pretraining baseline: the same encoder and tokenizer with random weights.
-    for task in study.tasks:
-        key = f"scratch/0/{task}"
-        if key not in results["runs"]:
-            c = finetune_config(study, task, export_dir)
-            c.from_scratch = True
-            summary = finetune(c, os.path.join(workdir, "finetune", "scratch", task))
-            mean, std, per_seed = task_score(summary, task)
-            results["runs"][key] = dict(objective="scratch", step=0, pretrain_flops=0.0, task=task, mean=mean,
-                                        std=std, per_seed=per_seed)
-            with open(results_file, "w") as f:
-                json.dump(results, f, indent=2)
+                finetune_once(objective, step, step * step_flops, task, export_dir)
+    for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
+        finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
     table = markdown_table(results, study.tasks)
     with open(os.path.join(workdir, "study.md"), "w") as f:
         f.write(table + "\n")
@@ -131,8 +131,7 @@ def _points(results: dict, tasks) -> dict:
 
 def glue_average(point: dict, tasks) -> tuple[float, float]:
     """Mean over tasks of the task scores; its std from the per-seed averages over tasks."""
-    per_seed = np.mean([point[t]["per_seed"] for t in tasks], axis=0)
-    return float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0
+    return mean_std(np.mean([point[t]["per_seed"] for t in tasks], axis=0))
 
 
 def markdown_table(results: dict, tasks) -> str:

@@ -185,12 +185,12 @@ class Trainer:
         eval_step = make_eval_step(self.model, self.loss_fn, self.obj_cfg, shardings, self.mesh)
         batch_sharding = sharding.batch_sharding(self.mesh)
         train_iter = iter(self.dataset("train"))
-        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=t.keep_checkpoints)
+        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=t.keep_checkpoints or None)
         restored = ckpt.restore_latest_good(abstract_like(state, shardings), train_iter)
         if restored is not None:
             state = restored
             logging.info("resuming from step %d", int(state.step))
-        elif cfg.get("init") and cfg.init.hf_discriminator:
+        elif warm_start.enabled(cfg):
             state = warm_start.load_params(cfg, state, shardings)
         writer = MetricsWriter(self.workdir)
         rng = jax.random.key(cfg.seed + 1)  # with the step number, the whole random state

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import logging
 
-import jax
 import numpy as np
 
 from electra_jax import hf
 from electra_jax.config import ConfigError
+from electra_jax.sharding import place_subtrees
 
 SHARED_FIELDS = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
 DISCRIMINATOR_FIELDS = SHARED_FIELDS + ("hidden_size", "num_layers", "num_heads", "intermediate_size",
                                         "layer_norm_eps")
 
 
+def enabled(config) -> bool:
+    """Does this run start from HuggingFace checkpoints? (Run configs saved before `init` existed: no.)"""
+    return bool(config.get("init") and config.init.hf_discriminator)
+
+
 def configure(config) -> None:
     """Set config.model from the HuggingFace config.json files named in config.init (in place)."""
     init = config.get("init")
-    if not init or not init.hf_discriminator:
+    if not enabled(config):
         if init and init.hf_generator:
             raise ConfigError("init.hf_generator is set without init.hf_discriminator; the shared embeddings "
                               "come from the discriminator, so give both")
@@ -48,8 +53,7 @@ def configure(config) -> None:
 
 
 def check_vocabulary(config, data_vocab_size: int) -> None:
-    init = config.get("init")
-    if init and init.hf_discriminator and config.model.vocab_size != data_vocab_size:
+    if enabled(config) and config.model.vocab_size != data_vocab_size:
         raise ConfigError(f"{config.init.hf_discriminator} has a vocabulary of {config.model.vocab_size} but "
                           f"{config.data.dir} was tokenized with {data_vocab_size}; prepare the data with "
                           f"`electra-jax prepare --tokenizer {config.init.hf_discriminator}`")
@@ -71,18 +75,6 @@ def _pretrainer_params(config) -> dict:
 def load_params(config, state, shardings):
     """`state` with the HuggingFace weights in place of the initial ones (shapes checked per tensor)."""
     loaded = _pretrainer_params(config)
-    params = dict(state.params)
-    for name, subtree in loaded.items():
-        expected = jax.tree_util.tree_flatten_with_path(state.params[name])[0]
-        got = jax.tree_util.tree_flatten_with_path(subtree)[0]
-        if [p for p, _ in expected] != [p for p, _ in got]:
-            raise ConfigError(f"the HuggingFace {name} does not have this model's tensors: "
-                              f"{sorted(map(jax.tree_util.keystr, {p for p, _ in expected} ^ {p for p, _ in got}))}")
-        for (path, want), (_, have) in zip(expected, got):
-            if want.shape != have.shape:
-                raise ConfigError(f"{name}{jax.tree_util.keystr(path)}: HuggingFace shape {have.shape}, "
-                                  f"model shape {want.shape}")
-        params[name] = jax.device_put(jax.tree.map(lambda x, w: x.astype(w.dtype), subtree, state.params[name]),
-                                      shardings.params[name])
+    params = place_subtrees(state.params, loaded, shardings.params, "the HuggingFace")
     logging.info("initialised %s from HuggingFace checkpoints", ", ".join(sorted(loaded)))
     return state.replace(params=params)

@@ -5,7 +5,7 @@ import runpy
 
 import pytest
 
-from electra_jax.study import pretrain_config, run_study
+from electra_jax.study import budget_steps, pretrain_config, run_study
 
 
 def smoke_config(shared_data):
@@ -36,7 +36,10 @@ def test_study_smoke_run(shared_data, tmp_path):
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert len(runs) == 2 * 2 * 1 + 1  # objectives x budgets x tasks, and the no-pretraining baseline
     assert {r["objective"] for r in runs.values()} == {"electra", "mlm", "scratch"}
-    assert all(len(r["per_seed"]) == 2 and 0 <= r["mean"] <= 100 or r["task"] == "stsb" for r in runs.values())
+    assert all(len(r["per_seed"]) == 2 and -100 <= r["mean"] <= 100 for r in runs.values())  # STS-B: correlations
+    steps = sorted({r["step"] for r in runs.values() if r["objective"] == "electra"})
+    vocab = json.loads((tmp_path / "data" / "metadata.json").read_text())["vocab_size"]
+    assert steps == budget_steps(pretrain_config(c, "electra", "/unused", vocab)[0]) and len(steps) == 2
     table = (tmp_path / "study.md").read_text().strip().splitlines()
     assert len(table) == 2 + 4 + 1 and "average" in table[0] and table == result["table"].splitlines()
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -121,16 +121,22 @@ def read_files(files: list[str], stats: ReadStats, text_key: str = "text") -> It
             stats.empty_files.append(path)
 
 
-def read_tfds(name: str, split: str, text_key: str, data_dir: str | None, stats: ReadStats) -> Iterator[Document]:
-    """Documents from a prepared tfds dataset (ArrayRecord format: read without TensorFlow)."""
+def tfds_source(name: str, split: str, data_dir: str | None):
+    """(data source, dataset info) of a prepared tfds dataset, read without TensorFlow (ArrayRecord)."""
     import tensorflow_datasets as tfds
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return (tfds.data_source(name, split=split, data_dir=data_dir or None, download=False),
+                tfds.builder(name, data_dir=data_dir or None).info)
     except Exception as e:  # tfds raises several types for "not there"; all mean the same to the user
         raise DataError(
             f"tfds dataset {name!r} (split {split!r}) is not available in data_dir={data_dir or '~/tensorflow_datasets'}: "
             f"{type(e).__name__}: {e}. Prepare it first, in ArrayRecord format, e.g. "
             f"`tfds build {name.split(':')[0]} --file_format=array_record`") from None
+
+
+def read_tfds(name: str, split: str, text_key: str, data_dir: str | None, stats: ReadStats) -> Iterator[Document]:
+    """Documents from a prepared tfds dataset."""
+    source, _ = tfds_source(name, split, data_dir)
     stats.files += 1
     for i in range(len(source)):
         record = source[i]

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from electra_jax.data.corpus import DataError, jsonl_records
+from electra_jax.data.corpus import DataError, jsonl_records, tfds_source
 
 csv.field_size_limit(sys.maxsize)  # reviews and SQuAD-derived rows can be long
 
@@ -30,7 +30,7 @@ class GlueSpec:
     labels: tuple | None           # None: regression
     metrics: tuple
     has_header: bool = True
-    dev_files: tuple = ("dev.tsv",)
+    dev_file: str = "dev.tsv"
     tfds_name: str = ""
     tfds_text: tuple = ()
 
@@ -47,7 +47,7 @@ GLUE = {
     "qqp": GlueSpec(("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1"),
                     tfds_name="glue/qqp", tfds_text=("question1", "question2")),
     "mnli": GlueSpec(("sentence1", "sentence2"), "gold_label", ("contradiction", "entailment", "neutral"),
-                     ("accuracy",), dev_files=("dev_matched.tsv", "dev_mismatched.tsv"), tfds_name="glue/mnli",
+                     ("accuracy",), dev_file="dev_matched.tsv", tfds_name="glue/mnli",
                      tfds_text=("premise", "hypothesis")),
     "qnli": GlueSpec(("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",),
                      tfds_name="glue/qnli", tfds_text=("question", "sentence")),
@@ -60,8 +60,8 @@ GLUE = {
 GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 # The GLUE server's file names for test predictions.
-GLUE_SUBMISSION = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
-                   "mnli": "MNLI-m", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+GLUE_SUBMISSION = {**GLUE_DIRS, "mnli": "MNLI-m"}
+OPTIONAL_GLUE_SPLITS = ("dev_mismatched", "test")
 
 
 def _check_file(path: str) -> None:
@@ -169,30 +169,21 @@ def _parse_label(path, line, value: str, labels):
     return value
 
 
-def read_glue(task: str, directory: str, split: str) -> list[dict]:
-    """One split ("train", "dev", "dev_mismatched", "test") of a GLUE task from its distribution folder."""
+def read_glue(task: str, directory: str, split: str) -> list[dict] | None:
+    """One split ("train", "dev", "dev_mismatched", "test") of a GLUE task from the GLUE folder or
+    the task's own; None for a test or mismatched-dev file that is not there."""
     spec = GLUE[task]
     if os.path.isdir(os.path.join(directory, GLUE_DIRS[task])):
         directory = os.path.join(directory, GLUE_DIRS[task])
-    name = {"dev": spec.dev_files[0], "dev_mismatched": "dev_mismatched.tsv"}.get(split, f"{split}.tsv")
-    if task == "mnli" and split == "test":
-        name = "test_matched.tsv"
+    name = {"dev": spec.dev_file, "test": "test_matched.tsv" if task == "mnli" else "test.tsv"}.get(split,
+                                                                                                  f"{split}.tsv")
     path = os.path.join(directory, name)
+    if split in OPTIONAL_GLUE_SPLITS and not os.path.exists(path):
+        return None
     if split == "test":  # test files have a header and an index column, and no labels
         text_columns = ("sentence",) if task == "cola" else spec.text_columns
         return read_table(path, text_columns, spec.label_column, labels=spec.labels, require_label=False)
     return read_table(path, spec.text_columns, spec.label_column, has_header=spec.has_header, labels=spec.labels)
-
-
-def tfds_source(name: str, split: str, data_dir: str | None):
-    import tensorflow_datasets as tfds
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False), \
-            tfds.builder(name, data_dir=data_dir or None).info
-    except Exception as e:  # tfds raises several types for "not there"; all mean the same here
-        raise DataError(f"tfds dataset {name!r} (split {split!r}) is not available in data_dir="
-                        f"{data_dir or '~/tensorflow_datasets'}: {type(e).__name__}: {e}. Prepare it first with "
-                        f"`tfds build {name.split(':')[0]} --file_format=array_record`") from None
 
 
 def tfds_has_split(name: str, split: str, data_dir: str | None) -> bool:
@@ -222,8 +213,8 @@ def read_glue_tfds(task: str, split: str, data_dir: str | None, name: str = "") 
         if split != "test" and names is None:
             label = float(r["label"])
         elif split != "test":  # tfds names the binary labels ('not_equivalent', 'equivalent'); GLUE numbers them
-            name = names[int(r["label"])]
-            label = name if name in spec.labels else spec.labels[int(r["label"])]
+            tfds_label = names[int(r["label"])]
+            label = tfds_label if tfds_label in spec.labels else spec.labels[int(r["label"])]
         examples.append(dict(texts=[_text(r[k]) for k in spec.tfds_text], label=label, index=int(r["idx"]),
                              line=i))
     return examples

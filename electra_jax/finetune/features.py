@@ -140,14 +140,15 @@ def squad_features(examples: list[dict], tok: BaseTokenizer, max_length: int, do
         window_starts = [0]
         while window_starts[-1] + budget < len(doc):
             window_starts.append(window_starts[-1] + min(budget, doc_stride))
+        best_window = _max_context_windows(window_starts, budget, len(doc))
+        offset = len(query) + 2
         for ws in window_starts:
             length = min(budget, len(doc) - ws)
-            offset = len(query) + 2
             rows.append((query, doc[ws:ws + length]))
             window = SquadWindow(ei, {}, {})
             for k in range(length):
                 window.token_to_word[offset + k] = doc_word[ws + k]
-                window.max_context[offset + k] = _has_max_context(window_starts, budget, len(doc), ws, ws + k)
+                window.max_context[offset + k] = best_window[ws + k] == ws
             windows.append(window)
             if target and ws <= target[0] and target[1] < ws + length:
                 starts.append(target[0] - ws + offset)
@@ -163,12 +164,14 @@ def squad_features(examples: list[dict], tok: BaseTokenizer, max_length: int, do
     return arrays, windows, word_spans
 
 
-def _has_max_context(window_starts, budget, doc_len, ws, position) -> bool:
-    """Is `position` best placed in the window starting at ws? The score of a window for a token is
-    min(left context, right context) + 0.01 * window length; the best-scoring window wins."""
-    def score(start):
+def _max_context_windows(window_starts, budget, doc_len) -> list[int]:
+    """For each document token, the start of the window where it has the most context: a window's
+    score for a token is min(left context, right context) + 0.01 * window length."""
+    best, best_score = [0] * doc_len, [-1.0] * doc_len
+    for start in window_starts:
         length = min(budget, doc_len - start)
-        if not start <= position < start + length:
-            return -1.0
-        return min(position - start, start + length - 1 - position) + 0.01 * length
-    return max(window_starts, key=score) == ws
+        for position in range(start, start + length):
+            score = min(position - start, start + length - 1 - position) + 0.01 * length
+            if score > best_score[position]:
+                best[position], best_score[position] = start, score
+    return best

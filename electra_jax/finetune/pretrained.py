@@ -23,17 +23,15 @@ def load_encoder(path: str):
                                 f"`electra-jax export` directory or a HuggingFace ELECTRA directory")
     with open(config_file) as f:
         info = json.load(f)
-    if info.get("format") == EXPORT_FORMAT or os.path.isdir(os.path.join(path, "checkpoints")):
-        if info.get("format") == EXPORT_FORMAT:
-            from electra_jax.inference import load_network
-            part = next(p for p in PREFERRED_PARTS if p in info["parts"])
-            module, params, tokenizer = load_network(path, part)
-            cfg = module.cfg
-        else:
-            networks, tokenizer, _ = pretrained_networks(path)
-            part = next(p for p in PREFERRED_PARTS if p in networks)
-            cfg, params = networks[part]
-        description = f"{part} of {path}"
+    if info.get("format") == EXPORT_FORMAT:
+        from electra_jax.inference import load_network
+        part = next(p for p in PREFERRED_PARTS if p in info["parts"])
+        module, params, tokenizer = load_network(path, part)
+        cfg, description = module.cfg, f"{part} of {path}"
+    elif os.path.isdir(os.path.join(path, "checkpoints")):  # a pretraining workdir
+        networks, tokenizer, _ = pretrained_networks(path)
+        part = next(p for p in PREFERRED_PARTS if p in networks)
+        (cfg, params), description = networks[part], f"{part} of {path}"
     else:
         module, params = hf.load(path)
         cfg, tokenizer, description = module.cfg, load_tokenizer(path), f"HuggingFace {path}"

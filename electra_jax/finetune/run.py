@@ -18,6 +18,7 @@ import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -152,7 +153,7 @@ class Finetuner:
         total = self.steps_per_epoch * self.epochs
         t.update(num_steps=total, warmup_steps=int(self.config.train.warmup_fraction * total),
                  learning_rate=self.learning_rate)
-        t = config_lib.ml_collections.ConfigDict(t)
+        t = ml_collections.ConfigDict(t)
         decay = layerwise_lr_decay(self.lr_decay, self.encoder_cfg.num_layers)
         return make_optimizer(t, learning_rate_schedule(t), extra=decay)
 
@@ -175,14 +176,8 @@ class Finetuner:
         state = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)), out_shardings=self.shardings)(jax.random.key(seed))
         if self.config.from_scratch:
             return state
-        params = dict(state.params)
-        for name in ("embeddings", "encoder"):
-            expected = jax.tree.map(lambda x: x.shape, params[name])
-            got = jax.tree.map(lambda x: x.shape, self.pretrained[name])
-            if expected != got:
-                raise ConfigError(f"pretrained {name} shapes do not match the fine-tuning model")
-            params[name] = jax.device_put(self.pretrained[name], self.shardings.params[name])
-        return state.replace(params=params)
+        return state.replace(params=sharding.place_subtrees(state.params, self.pretrained, self.shardings.params,
+                                                            f"the pretrained ({self.source})"))
 
     def run_seed(self, seed: int) -> dict:
         cfg, task = self.config, self.task
@@ -204,11 +199,12 @@ class Finetuner:
                 losses.append(loss)
                 bar.update(1)
             entry = dict(epoch=epoch, step=int(state.step), train_loss=float(np.mean(jax.device_get(losses))))
+            # test sets have no labels: they are predicted only when an epoch is the new best
             outputs = {split: self.predict(predict, state.params, arrays) for split, (_, arrays, _) in
-                       self.splits.items() if split != "train"}
+                       self.splits.items() if split not in ("train", "test")}
             examples, _, aux = self.splits["dev"]
             entry["dev"] = task.evaluate(examples, aux, outputs["dev"])
-            for split in set(outputs) - {"dev", "test"}:  # e.g. MNLI's mismatched dev set
+            for split in set(outputs) - {"dev"}:  # e.g. MNLI's mismatched dev set
                 examples, _, aux = self.splits[split]
                 entry["dev"].update({f"{split}_{k}": v for k, v in task.evaluate(examples, aux, outputs[split]).items()})
             entry["seconds"] = time.perf_counter() - start
@@ -216,6 +212,8 @@ class Finetuner:
             bar.set_postfix({task.main_metric: f"{entry['dev'][task.main_metric]:.4f}"})
             if best is None or entry["dev"][task.main_metric] > best["dev"][task.main_metric]:
                 best = entry
+                if "test" in self.splits:
+                    outputs["test"] = self.predict(predict, state.params, self.splits["test"][1])
                 self._keep_best(out_dir, state.params, outputs)
             if jax.process_index() == 0:
                 with open(os.path.join(out_dir, "metrics.json"), "w") as f:
@@ -249,14 +247,19 @@ def _numeric(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n-1; 0 for a single value)."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(task, results: list[dict], seeds: list[int]) -> dict:
     """Per metric over seeds: mean, std (n-1; 0 for one seed), median, and every seed's value."""
-    names = list(_numeric(results[0]["dev"]))
     table = {}
-    for name in names:
-        values = np.array([r["dev"][name] for r in results], np.float64)
-        table[name] = dict(mean=float(values.mean()), std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                           median=float(np.median(values)), values=values.tolist())
+    for name in _numeric(results[0]["dev"]):
+        values = [r["dev"][name] for r in results]
+        mean, std = mean_std(values)
+        table[name] = dict(mean=mean, std=std, median=float(np.median(values)), values=values)
     return dict(main_metric=task.main_metric, seeds=seeds, metrics=table, runs=results)
 
 

@@ -54,6 +54,14 @@ class Task:
     def epochs(self) -> int:
         return self.config.train.epochs or EPOCHS.get(self.name, 3)
 
+    def _file(self, split: str) -> str:
+        d = self.data
+        return dict(train=d.train_file, dev=d.dev_file, test=d.test_file)[split]
+
+    def _limit(self, examples: list | None, split: str) -> list | None:
+        d = self.data
+        return _limit(examples, d.max_train_examples if split == "train" else d.max_eval_examples)
+
 
 # ---- sentence(-pair) classification and regression ------------------------------------------------
 
@@ -64,16 +72,23 @@ class ClassificationTask(Task):
         super().__init__(config)
         self.name = config.task
         if self.name in readers.GLUE:
-            spec = readers.GLUE[self.name]
-            self.labels, self.metric_names = spec.labels, spec.metrics
+            self.labels = readers.GLUE[self.name].labels
         else:
             self.labels = tuple(self.data.labels) or None  # None: discovered from the training file
-            self.metric_names = ("accuracy", "f1") if self.labels and len(self.labels) == 2 else ("accuracy",)
         self.kind = "regression" if self.name == "stsb" else "classification"
-        self.main_metric = self.metric_names[0]
         self._held_out = None
         if self.name == "mnli":  # scored beside dev (matched) when dev_mismatched.tsv is there
             self.splits = ("train", "dev", "dev_mismatched", "test")
+
+    @property
+    def metric_names(self) -> tuple:
+        if self.name in readers.GLUE:
+            return readers.GLUE[self.name].metrics
+        return ("accuracy", "f1") if self.labels and len(self.labels) == 2 else ("accuracy",)
+
+    @property
+    def main_metric(self) -> str:
+        return self.metric_names[0]
 
     @property
     def num_outputs(self) -> int:
@@ -81,27 +96,17 @@ class ClassificationTask(Task):
 
     def read(self, split):
         d = self.data
-        if self.name in readers.GLUE:
-            if d.source == "tfds":
-                if split == "test":
-                    return None  # GLUE test labels are hidden; predict from the distribution's test.tsv
-                return _limit(readers.read_glue_tfds(self.name, split, d.tfds_data_dir, d.tfds_name), self._max(split))
-            directory = d.dir
-            path = os.path.join(directory, readers.GLUE_DIRS[self.name]) \
-                if os.path.isdir(os.path.join(directory, readers.GLUE_DIRS[self.name])) else directory
-            optional = {"test": "test_matched.tsv" if self.name == "mnli" else "test.tsv",
-                        "dev_mismatched": "dev_mismatched.tsv"}
-            if split in optional and not os.path.isfile(os.path.join(path, optional[split])):
-                return None
-            return _limit(readers.read_glue(self.name, d.dir, split), self._max(split))
-        return _limit(self._read_own_files(split), self._max(split))
-
-    def _max(self, split):
-        return self.data.max_train_examples if split == "train" else self.data.max_eval_examples
+        if self.name not in readers.GLUE:
+            return self._limit(self._read_own_files(split), split)
+        if d.source == "tfds":
+            if split == "test":
+                return None  # GLUE test labels are hidden; predict from the distribution's test.tsv
+            return self._limit(readers.read_glue_tfds(self.name, split, d.tfds_data_dir, d.tfds_name), split)
+        return self._limit(readers.read_glue(self.name, d.dir, split), split)
 
     def _read_own_files(self, split):
         d = self.data
-        file = dict(train=d.train_file, dev=d.dev_file, test=d.test_file)[split]
+        file = self._file(split)
         if split != "train" and not file:
             if split == "test":
                 return None
@@ -120,7 +125,6 @@ class ClassificationTask(Task):
             if len(self.labels) < 2:
                 raise DataError(f"{file}: every row has the label {self.labels}; a classifier needs at least two "
                                 f"(check data.label_column={d.label_column!r})")
-            self.metric_names = ("accuracy", "f1") if len(self.labels) == 2 else ("accuracy",)
         if split == "train" and not d.dev_file:
             order = np.random.RandomState(0).permutation(len(rows))
             n_dev = max(1, int(round(d.dev_fraction * len(rows))))
@@ -191,7 +195,7 @@ class TaggingTask(Task):
                 return None
             sentences = readers.read_conll_tfds(name, split, d.tfds_data_dir, feature)
         else:
-            file = dict(train=d.train_file, dev=d.dev_file, test=d.test_file)[split]
+            file = self._file(split)
             if not file:
                 if split == "train":
                     raise ConfigError("data.train_file is empty: name the CoNLL file to train on")
@@ -205,7 +209,7 @@ class TaggingTask(Task):
         unknown = {t for s in sentences for t in s["tags"]} - set(self.labels)
         if unknown and split == "train":
             raise DataError(f"{split} data has tags {sorted(unknown)} outside data.labels={list(self.labels)}")
-        return _limit(sentences, d.max_train_examples if split == "train" else d.max_eval_examples)
+        return self._limit(sentences, split)
 
     def featurize(self, examples, tokenizer, split):
         arrays, aux = features.tagging_features(examples, tokenizer, self.config.max_seq_length, self.labels)
@@ -260,11 +264,11 @@ class SquadTask(Task):
             name = d.tfds_name or ("squad/v2.0" if self.version2 else "squad/v1.1")
             examples = readers.read_squad_tfds(name, split, d.tfds_data_dir)
         else:
-            file = dict(train=d.train_file, dev=d.dev_file)[split]
+            file = self._file(split)
             if not file:
                 raise ConfigError(f"data.{split}_file is empty: name the SQuAD .json file")
             examples, _ = readers.read_squad(file, training=split == "train")
-        return _limit(examples, d.max_train_examples if split == "train" else d.max_eval_examples)
+        return self._limit(examples, split)
 
     def featurize(self, examples, tokenizer, split):
         s = self.config.squad
