@@ -143,6 +143,39 @@ def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, device
     return result
 
 
+def step_breakdown(config, vocab_size: int, repeats: int = 5) -> dict:
+    """Seconds of the parts of an ELECTRA step, each jitted alone (forward + backward of the
+    discriminator, of the generator at the masked positions, the optimizer update), and GFLOP/s of
+    lone matmuls at the discriminator's shapes: where the step's time goes."""
+    from electra_jax.config import max_predictions
+    from electra_jax.train import build_training, init_train_state
+    import flax.linen as nn
+    model, obj, _, _, tx = build_training(config, vocab_size, SPECIAL_IDS)
+    b, s = config.train.batch_size, config.data.seq_length
+    state = nn.meta.unbox(init_train_state(model, tx, s, obj.max_predictions, jax.random.key(0)))
+    batch = {k: jnp.asarray(v) for k, v in synthetic_batch(b, s, vocab_size).items()}
+    args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    rngs = {"dropout": jax.random.key(1)}
+    positions = jnp.tile(jnp.arange(1, max_predictions(config) + 1)[None], (b, 1))
+    disc = jax.jit(jax.grad(lambda p: model.apply({"params": p}, *args, False, method="discriminator_logits",
+                                                  rngs=rngs).sum()))
+    gen = jax.jit(jax.grad(lambda p: model.apply({"params": p}, *args, positions, False, method="generator_logits",
+                                                 rngs=rngs).sum()))
+    update = jax.jit(lambda g, o, p: tx.update(g, o, p)[0])
+    grads = disc(state.params)
+    out = {"discriminator_fwd_bwd_seconds": _median_seconds(lambda: disc(state.params), repeats),
+           "generator_fwd_bwd_seconds": _median_seconds(lambda: gen(state.params), repeats),
+           "optimizer_update_seconds": _median_seconds(lambda: update(grads, state.opt_state, state.params), repeats)}
+    flops = train_flops_per_step(config, vocab_size)
+    out["discriminator_model_flops_per_second"] = flops["discriminator"] / out["discriminator_fwd_bwd_seconds"]
+    h, f = config.model.hidden_size, config.model.intermediate_size
+    for m, k, n in ((b * s, h, h), (b * s, h, f), (b * s, f, h)):
+        x, y = jnp.ones((m, k), config.model.dtype), jnp.ones((k, n), config.model.dtype)
+        matmul = jax.jit(jnp.dot)
+        out[f"matmul_{m}x{k}x{n}_flops_per_second"] = 2 * m * k * n / _median_seconds(lambda: matmul(x, y), repeats)
+    return out
+
+
 def bench_data(data_dir: str, batch_size: int, batches: int = 200, worker_count: int = 0) -> dict:
     """Examples per second of the grain pipeline over prepared data (decode, shuffle, batch)."""
     from electra_jax.data import pipeline

@@ -286,6 +286,7 @@ def cmd_bench(argv: list[str]) -> dict:
                              flag_values=fv)
         flags.DEFINE_bool("reference", False, "also time the PyTorch/transformers step (bench extra)", flag_values=fv)
         flags.DEFINE_bool("matmul_peak", True, "measure the matmul peak for MFU", flag_values=fv)
+        flags.DEFINE_bool("breakdown", False, "also time the step's parts alone (ELECTRA objective)", flag_values=fv)
         flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
         flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
     fv = _pretrain_flags(argv[1:], f"bench {argv[0]}", define)
@@ -297,6 +298,8 @@ def cmd_bench(argv: list[str]) -> dict:
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
             result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
+        if fv.breakdown:
+            result["breakdown"] = bench.step_breakdown(config, vocab)
         if fv.reference:
             from electra_jax.bench_torch import bench_reference
             result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
