@@ -81,6 +81,19 @@ def cmd_prepare(argv: list[str]) -> dict:
     return meta
 
 
+def _parse_flags(fv, argv: list[str], command: str) -> None:
+    """absl parsing with --help and a one-line error instead of a traceback for a wrong flag."""
+    from absl import flags
+    if any(a in ("-h", "--help", "-help") for a in argv[1:]):
+        print(f"usage: {argv[0]} --config FILE [--config.SECTION.KEY=VALUE ...] [flags]\n\n"
+              f"{fv.get_help(include_special_flags=False).strip()}")
+        raise SystemExit(0)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        raise SystemExit(f"{argv[0]}: {e}")
+
+
 def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=None):
     from absl import flags
     from ml_collections import config_flags
@@ -90,7 +103,7 @@ def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=Non
                                     lock_config=True, sys_argv=argv)
     if define_extra:  # a command with its own flags instead of --workdir and the multi-host ones
         define_extra(flags, fv)
-        fv(argv)
+        _parse_flags(fv, argv, command)
         if fv.config is None:
             raise SystemExit(f"electra-jax {command}: --config is required")
         return fv
@@ -101,7 +114,7 @@ def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=Non
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
     flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() and let it detect "
                       "the cluster (Cloud TPU, SLURM, ...)", flag_values=fv)
-    fv(argv)
+    _parse_flags(fv, argv, command)
     if fv.config is None or fv.workdir is None:
         raise SystemExit(f"electra-jax {command}: --config and --workdir are required")
     return fv

@@ -100,13 +100,15 @@ def run_study(study, workdir: str) -> dict:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
 
+    budgets = {}
     for objective in OBJECTIVES:
         config, step_flops = pretrain_config(study, objective, data_dir, meta["vocab_size"])
         run_dir = os.path.join(workdir, "pretrain", objective)
         logging.info("%s: %d steps of %.3g FLOPs", objective, config.train.num_steps, step_flops)
         if pretrain(config, run_dir)["preempted"]:
             raise SystemExit(f"pretraining {objective} was stopped; rerun the same command to resume the study")
-        for step in budget_steps(config):
+        budgets[objective] = budget_steps(config)
+        for step in budgets[objective]:
             export_dir = os.path.join(workdir, "exports", objective, str(step))
             if not os.path.exists(export_dir):
                 export(run_dir, export_dir, step=step)
@@ -115,10 +117,12 @@ def run_study(study, workdir: str) -> dict:
     for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
         finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
     table = markdown_table(results, study.tasks)
+    pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every)
     with open(os.path.join(workdir, "study.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(table + "\n\nWhat each objective had learned at each budget (training batches, mean of the logged "
+                "steps in the last " + str(5 * study.train.log_every) + "):\n\n" + pretraining + "\n")
     plot(results, study.tasks, os.path.join(workdir, "study.png"))
-    return dict(results=results, table=table, workdir=workdir)
+    return dict(results=results, table=table, pretraining=pretraining, workdir=workdir)
 
 
 def _points(results: dict, tasks) -> dict:
@@ -142,6 +146,34 @@ def markdown_table(results: dict, tasks) -> str:
         avg, avg_std = glue_average(point, tasks)
         lines.append(f"| {objective} | {point['flops']:.2e} | {step} | " + " | ".join(cells)
                      + f" | **{avg:.1f}** ± {avg_std:.1f} |")
+    return "\n".join(lines)
+
+
+def _entropy(p: float) -> float:
+    """Binary cross-entropy of always predicting the class prior p: what a discriminator that learned
+    nothing but the share of replaced tokens scores."""
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
+
+
+def pretraining_table(workdir: str, budgets: dict, window: int) -> str:
+    """Per objective and budget step: the masked-LM accuracy (ELECTRA: its generator's) and, for ELECTRA,
+    the discriminator's loss beside the class-prior loss, and its recall of replaced tokens."""
+    from electra_jax.metrics_writer import read_metrics
+    lines = ["| objective | step | masked-LM accuracy | discriminator loss | class-prior loss | discriminator recall |",
+             "|---|---|---|---|---|---|"]
+    for objective, steps in budgets.items():
+        rows = read_metrics(os.path.join(workdir, "pretrain", objective))
+        for step in steps:
+            near = [r for r in rows if step - window < r["step"] <= step]
+            if not near:
+                continue
+            mean = {k: float(np.mean([r[k] for r in near])) for k in near[0] if k != "split"}
+            if objective == "electra":
+                lines.append(f"| {objective} | {step} | {mean['generator_accuracy']:.3f} | "
+                             f"{mean['discriminator_loss']:.3f} | {_entropy(mean['replaced_fraction']):.3f} | "
+                             f"{mean['discriminator_recall']:.3f} |")
+            else:
+                lines.append(f"| {objective} | {step} | {mean['mlm_accuracy']:.3f} | – | – | – |")
     return "\n".join(lines)
 
 

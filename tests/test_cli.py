@@ -58,6 +58,19 @@ def test_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "missing.txt does not exist" in r.stderr
     r = run("frobnicate", cwd=tmp_path)
     assert r.returncode == 2 and "usage: electra-jax" in r.stderr
+    r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--workdir", "run", "--stpes=3",
+            cwd=tmp_path)
+    assert r.returncode == 1 and "Unknown command line flag 'stpes'" in r.stderr and "Traceback" not in r.stderr
+    r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--config.train.num_steps=many",
+            cwd=tmp_path)
+    assert r.returncode == 1 and "num_steps" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_command_has_help(tmp_path):
+    for command in (["pretrain"], ["finetune"], ["study"], ["bench", "step"], ["prepare"]):
+        r = run(*command, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and ("--config" in r.stdout or "--input" in r.stdout), (command, r.stderr[-500:])
+    assert not (tmp_path / "run").exists()
 
 
 def test_demo_runs_end_to_end(tmp_path):

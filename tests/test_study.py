@@ -1,6 +1,7 @@
 """The compute-matched study's pipeline, end to end at a few minutes' scale (checks the outputs,
 not the outcome)."""
 import json
+import math
 import runpy
 
 import pytest
@@ -15,11 +16,15 @@ def smoke_config(shared_data):
     c.glue_dir = str(shared_data / "glue")
     c.vocab_size, c.seq_length = 600, 64
     c.model.update(hidden_size=64, intermediate_size=128, embedding_size=32)
-    c.train.update(batch_size=16)
+    c.train.update(batch_size=16, log_every=2)
     c.pretrain_flops = 1.2e10  # about 20 steps of each objective
     c.budgets, c.seeds, c.tasks = 2, 2, ("stsb",)
     c.finetune.update(epochs=1, batch_size=16, max_train_examples=96, max_eval_examples=64)
     return c
+
+
+def steps_of(c, objective, vocab):
+    return budget_steps(pretrain_config(c, objective, "/unused", vocab)[0])
 
 
 def test_equal_flops_give_masked_lm_more_steps(shared_data):
@@ -40,8 +45,19 @@ def test_study_smoke_run(shared_data, tmp_path):
     steps = sorted({r["step"] for r in runs.values() if r["objective"] == "electra"})
     vocab = json.loads((tmp_path / "data" / "metadata.json").read_text())["vocab_size"]
     assert steps == budget_steps(pretrain_config(c, "electra", "/unused", vocab)[0]) and len(steps) == 2
-    table = (tmp_path / "study.md").read_text().strip().splitlines()
-    assert len(table) == 2 + 4 + 1 and "average" in table[0] and table == result["table"].splitlines()
+    table = result["table"].splitlines()
+    assert len(table) == 2 + 4 + 1 and "average" in table[0]
+    assert (tmp_path / "study.md").read_text().startswith(result["table"] + "\n")
+    assert result["pretraining"] in (tmp_path / "study.md").read_text()
+    # the pretraining diagnostics: ELECTRA's class-prior loss is the entropy of its logged replaced share
+    rows = [r.split(" | ") for r in result["pretraining"].splitlines()[2:]]
+    assert [(r[0].strip("| "), int(r[1])) for r in rows] == [(o, s) for o in ("electra", "mlm") for s in steps_of(c, o, vocab)]
+    logged = [json.loads(line) for line in (tmp_path / "pretrain" / "electra" / "metrics.jsonl").read_text().splitlines()]
+    window = 5 * c.train.log_every
+    p = sum(near := [r["replaced_fraction"] for r in logged
+                     if r["split"] == "train" and steps[-1] - window < r["step"] <= steps[-1]]) / len(near)
+    assert float(rows[1][4]) == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)), abs=1e-3)
+    assert 0 <= float(rows[1][5].strip(" |")) <= 1 and rows[-1][3] == "–"
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call finds everything done and only rewrites the table
     assert run_study(c, str(tmp_path))["table"] == result["table"]
