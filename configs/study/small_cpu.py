@@ -1,7 +1,7 @@
 """The compute-matched study on the 2-core CPU machine: ELECTRA vs masked-LM pretraining of the
 same tiny encoder (2 layers, hidden 128) on the shared English corpus for equal FLOPs, fine-tuned
 at 3 budgets on SST-2, CoLA, MRPC and STS-B with 3 seeds each, beside the same encoder with random
-weights. Estimated on 2 cores: about 30 minutes of pretraining and an hour of fine-tuning.
+weights. Measured on 2 cores: 30 minutes of pretraining and 53 of fine-tuning (docs/study.md).
 
     electra-jax study --config configs/study/small_cpu.py --workdir runs/study
 
@@ -21,7 +21,7 @@ def get_config():
                                              embedding_size=128))
     c.train = ml_collections.ConfigDict(dict(batch_size=32, learning_rate=1e-3, log_every=100))
     c.warmup_fraction = 0.05
-    c.pretrain_flops = 6e13     # per objective: ELECTRA at 32 x 128 is 1.65e10 FLOPs a step, 3600 steps (~15 min here)
+    c.pretrain_flops = 6e13     # per objective: ELECTRA at 32 x 128 is 1.65e10 FLOPs a step, 3628 steps (17 min here)
     c.budgets = 3               # checkpoints at 1/3, 2/3 and all of the FLOPs
     c.tasks = ("sst2", "cola", "mrpc", "stsb")
     c.seeds = 3
