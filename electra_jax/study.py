@@ -75,6 +75,11 @@ def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
 def run_study(study, workdir: str) -> dict:
     from electra_jax.finetune.run import finetune
     from electra_jax.train import pretrain
+    try:  # the plot is the last output: fail now, not after an hour and a half of training
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("electra-jax study plots with matplotlib, which is not installed: "
+                         "pip install 'electra-jax[study]' (or matplotlib)") from None
     workdir = os.path.abspath(workdir)
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "metadata.json")):

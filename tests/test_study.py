@@ -3,6 +3,7 @@ not the outcome)."""
 import json
 import math
 import runpy
+import sys
 
 import pytest
 
@@ -61,3 +62,10 @@ def test_study_smoke_run(shared_data, tmp_path):
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call finds everything done and only rewrites the table
     assert run_study(c, str(tmp_path))["table"] == result["table"]
+
+
+def test_missing_matplotlib_stops_the_study_before_any_work(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # None makes the import fail
+    with pytest.raises(SystemExit, match=r"electra-jax\[study\]"):
+        run_study(smoke_config(shared_data), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
