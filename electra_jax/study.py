@@ -14,6 +14,7 @@ Every stage is skipped when its output exists, so an interrupted study resumes w
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -75,11 +76,9 @@ def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
 def run_study(study, workdir: str) -> dict:
     from electra_jax.finetune.run import finetune
     from electra_jax.train import pretrain
-    try:  # the plot is the last output: fail now, not after an hour and a half of training
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:  # the plot comes last: fail now, not after the run
         raise SystemExit("electra-jax study plots with matplotlib, which is not installed: "
-                         "pip install 'electra-jax[study]' (or matplotlib)") from None
+                         "pip install 'electra-jax[study]' (or matplotlib)")
     workdir = os.path.abspath(workdir)
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "metadata.json")):
