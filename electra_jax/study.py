@@ -8,7 +8,9 @@ W/data/                prepared corpus (shared by both objectives: same tokenize
 W/pretrain/OBJECTIVE/  the two pretraining runs (checkpoints at every budget)
 W/finetune/OBJECTIVE/STEP/TASK/   fine-tuning runs (summary.json per task); W/finetune/scratch/TASK/
                        the same encoder with random weights, the no-pretraining baseline
-W/results.json         every score; W/study.md the table; W/study.png score against FLOPs
+W/exports/OBJECTIVE/STEP/         each budget's checkpoint, exported (the start of its fine-tuning)
+W/results.json         every score and the frozen-feature probes (electra_jax/probe.py); W/study.md the
+                       tables; W/study.png score against FLOPs
 
 Every stage is skipped when its output exists, so an interrupted study resumes where it stopped.
 """
@@ -73,12 +75,24 @@ def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
     return (*mean_std(per_seed), per_seed.tolist())
 
 
+def check_study(study) -> None:
+    """What would otherwise fail after the pretraining: the plot's and the probe's libraries, the probe task."""
+    needs = ["matplotlib"] + (["sklearn"] if study.probe_task else [])
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"electra-jax study needs {', '.join(missing)}, which is not installed: "
+                         f"pip install 'electra-jax[study]'")
+    if study.probe_task:
+        from electra_jax.finetune.tasks import get_task
+        if get_task(finetune_config(study, study.probe_task, "")).kind != "classification":
+            raise SystemExit(f"probe_task={study.probe_task!r}: the frozen-feature probe needs a classification "
+                             f"task (e.g. sst2), or '' for no probe")
+
+
 def run_study(study, workdir: str) -> dict:
     from electra_jax.finetune.run import finetune
     from electra_jax.train import pretrain
-    if importlib.util.find_spec("matplotlib") is None:  # the plot comes last: fail now, not after the run
-        raise SystemExit("electra-jax study plots with matplotlib, which is not installed: "
-                         "pip install 'electra-jax[study]' (or matplotlib)")
+    check_study(study)
     workdir = os.path.abspath(workdir)
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "metadata.json")):
@@ -120,13 +134,30 @@ def run_study(study, workdir: str) -> dict:
                 finetune_once(objective, step, step * step_flops, task, export_dir)
     for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
         finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
+    if study.probe_task:
+        probe_all(study, workdir, budgets, results, results_file)
     table = markdown_table(results, study.tasks)
-    pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every)
+    pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every, probe=results.get("probe", {}))
     with open(os.path.join(workdir, "study.md"), "w") as f:
         f.write(table + "\n\nWhat each objective had learned at each budget (training batches, mean of the logged "
-                "steps in the last " + str(5 * study.train.log_every) + "):\n\n" + pretraining + "\n")
+                "steps in the last " + str(5 * study.train.log_every) + ")" + probe_caption(study) + ":\n\n"
+                + pretraining + "\n")
     plot(results, study.tasks, os.path.join(workdir, "study.png"))
     return dict(results=results, table=table, pretraining=pretraining, workdir=workdir)
+
+
+def probe_all(study, workdir: str, budgets: dict, results: dict, results_file: str) -> None:
+    """The frozen-feature probe of every budget's encoder and of random weights, once each."""
+    from electra_jax.probe import frozen_probe_accuracy
+    probe = results.setdefault("probe", {})
+    encoders = [(f"{o}/{step}", os.path.join(workdir, "exports", o, str(step)), False)
+                for o, steps in budgets.items() for step in steps]
+    encoders.append(("scratch/0", encoders[-1][1], True))
+    for key, init, from_scratch in encoders:
+        if key not in probe:
+            probe[key] = frozen_probe_accuracy(finetune_config(study, study.probe_task, init), from_scratch)
+            with open(results_file, "w") as f:
+                json.dump(results, f, indent=2)
 
 
 def _points(results: dict, tasks) -> dict:
@@ -153,18 +184,29 @@ def markdown_table(results: dict, tasks) -> str:
     return "\n".join(lines)
 
 
+def probe_caption(study) -> str:
+    if not study.probe_task:
+        return ""
+    return (f", and the {study.probe_task} dev accuracy (%) of a logistic regression on the encoder's frozen, "
+            f"mean-pooled last hidden states")
+
+
 def _entropy(p: float) -> float:
     """Binary cross-entropy of always predicting the class prior p: what a discriminator that learned
     nothing but the share of replaced tokens scores."""
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
 
 
-def pretraining_table(workdir: str, budgets: dict, window: int) -> str:
-    """Per objective and budget step: the masked-LM accuracy (ELECTRA: its generator's) and, for ELECTRA,
-    the discriminator's loss beside the class-prior loss, and its recall of replaced tokens."""
+def pretraining_table(workdir: str, budgets: dict, window: int, probe: dict) -> str:
+    """Per objective and budget step: the masked-LM accuracy (ELECTRA: its generator's); for ELECTRA,
+    the discriminator's loss beside the class-prior loss, and its recall of replaced tokens; and the
+    frozen-feature probe's accuracy when there is one (with random weights in the last row)."""
     from electra_jax.metrics_writer import read_metrics
-    lines = ["| objective | step | masked-LM accuracy | discriminator loss | class-prior loss | discriminator recall |",
-             "|---|---|---|---|---|---|"]
+
+    def probed(key):
+        return f"{100 * probe[key]:.1f}" if key in probe else "–"
+    lines = ["| objective | step | masked-LM accuracy | discriminator loss | class-prior loss | discriminator recall "
+             "| frozen-feature probe |", "|---|---|---|---|---|---|---|"]
     for objective, steps in budgets.items():
         rows = read_metrics(os.path.join(workdir, "pretrain", objective))
         for step in steps:
@@ -175,9 +217,12 @@ def pretraining_table(workdir: str, budgets: dict, window: int) -> str:
             if objective == "electra":
                 lines.append(f"| {objective} | {step} | {mean['generator_accuracy']:.3f} | "
                              f"{mean['discriminator_loss']:.3f} | {_entropy(mean['replaced_fraction']):.3f} | "
-                             f"{mean['discriminator_recall']:.3f} |")
+                             f"{mean['discriminator_recall']:.3f} | {probed(f'{objective}/{step}')} |")
             else:
-                lines.append(f"| {objective} | {step} | {mean['mlm_accuracy']:.3f} | – | – | – |")
+                lines.append(f"| {objective} | {step} | {mean['mlm_accuracy']:.3f} | – | – | – | "
+                             f"{probed(f'{objective}/{step}')} |")
+    if "scratch/0" in probe:
+        lines.append(f"| scratch | 0 | – | – | – | – | {probed('scratch/0')} |")
     return "\n".join(lines)
 
 

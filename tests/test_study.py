@@ -51,7 +51,7 @@ def test_study_smoke_run(shared_data, tmp_path):
     assert (tmp_path / "study.md").read_text().startswith(result["table"] + "\n")
     assert result["pretraining"] in (tmp_path / "study.md").read_text()
     # the pretraining diagnostics: ELECTRA's class-prior loss is the entropy of its logged replaced share
-    rows = [r.split(" | ") for r in result["pretraining"].splitlines()[2:]]
+    *rows, scratch = [r.split(" | ") for r in result["pretraining"].splitlines()[2:]]
     assert [(r[0].strip("| "), int(r[1])) for r in rows] == [(o, s) for o in ("electra", "mlm") for s in steps_of(c, o, vocab)]
     logged = [json.loads(line) for line in (tmp_path / "pretrain" / "electra" / "metrics.jsonl").read_text().splitlines()]
     window = 5 * c.train.log_every
@@ -59,6 +59,12 @@ def test_study_smoke_run(shared_data, tmp_path):
                      if r["split"] == "train" and steps[-1] - window < r["step"] <= steps[-1]]) / len(near)
     assert float(rows[1][4]) == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)), abs=1e-3)
     assert 0 <= float(rows[1][5].strip(" |")) <= 1 and rows[-1][3] == "–"
+    # the frozen-feature probe of every budget's encoder and of random weights, in percent
+    probe = json.loads((tmp_path / "results.json").read_text())["probe"]
+    assert sorted(probe) == sorted([f"{o}/{s}" for o in ("electra", "mlm") for s in steps_of(c, o, vocab)] + ["scratch/0"])
+    assert [float(r[-1].strip(" |")) for r in rows + [scratch]] == [
+        pytest.approx(100 * probe[f"{r[0].strip('| ')}/{int(r[1])}"], abs=0.05) for r in rows + [scratch]]
+    assert scratch[0] == "| scratch" and all(0 <= v <= 1 for v in probe.values())
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call finds everything done and only rewrites the table
     assert run_study(c, str(tmp_path))["table"] == result["table"]
@@ -66,6 +72,14 @@ def test_study_smoke_run(shared_data, tmp_path):
 
 def test_missing_matplotlib_stops_the_study_before_any_work(shared_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # None makes the import fail
-    with pytest.raises(SystemExit, match=r"electra-jax\[study\]"):
+    with pytest.raises(SystemExit, match=r"needs matplotlib.*electra-jax\[study\]"):
         run_study(smoke_config(shared_data), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_regression_probe_task_is_refused_before_any_work(shared_data, tmp_path):
+    c = smoke_config(shared_data)
+    c.probe_task = "stsb"
+    with pytest.raises(SystemExit, match="probe_task='stsb'.*classification"):
+        run_study(c, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()

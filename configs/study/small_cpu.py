@@ -25,6 +25,9 @@ def get_config():
     c.budgets = 3               # checkpoints at 1/3, 2/3 and all of the FLOPs
     c.tasks = ("sst2", "cola", "mrpc", "stsb")
     c.seeds = 3
+    # a logistic regression on each encoder's frozen features ('' for none): what pretraining left
+    # in the encoder before fine-tuning moves it
+    c.probe_task = "sst2"
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning
     # runs (7 encoders x 4 tasks x 3 seeds) near an hour; dev sets are scored whole.
