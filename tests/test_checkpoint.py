@@ -91,6 +91,9 @@ def test_sigterm_saves_and_exits_zero(prepared, tmp_path):
     assert sorted(last_per_step(tmp_path / "run"))[-2:] == [step + 1, step + 2]
 
 
+# Reading the damaged step fails by design; orbax's other pending shard reads for it are then
+# garbage-collected and report as unraisable exceptions, hundreds of lines that say nothing here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["truncate", "delete_item"])
 def test_damaged_latest_checkpoint_falls_back(prepared, tmp_path, damage, caplog):
     c = tiny_config(prepared["dir"], num_steps=12, checkpoint_every=6, log_every=1, eval_every=1000)
