@@ -75,17 +75,22 @@ def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
     return (*mean_std(per_seed), per_seed.tolist())
 
 
+def probe_task(study) -> str:
+    """The frozen-feature probe's task; '' (no probe) for study configs written before it existed."""
+    return study.get("probe_task", "")
+
+
 def check_study(study) -> None:
     """What would otherwise fail after the pretraining: the plot's and the probe's libraries, the probe task."""
-    needs = ["matplotlib"] + (["sklearn"] if study.probe_task else [])
+    needs = ["matplotlib"] + (["sklearn"] if probe_task(study) else [])
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"electra-jax study needs {', '.join(missing)}, which is not installed: "
                          f"pip install 'electra-jax[study]'")
-    if study.probe_task:
+    if probe_task(study):
         from electra_jax.finetune.tasks import get_task
-        if get_task(finetune_config(study, study.probe_task, "")).kind != "classification":
-            raise SystemExit(f"probe_task={study.probe_task!r}: the frozen-feature probe needs a classification "
+        if get_task(finetune_config(study, probe_task(study), "")).kind != "classification":
+            raise SystemExit(f"probe_task={probe_task(study)!r}: the frozen-feature probe needs a classification "
                              f"task (e.g. sst2), or '' for no probe")
 
 
@@ -134,7 +139,7 @@ def run_study(study, workdir: str) -> dict:
                 finetune_once(objective, step, step * step_flops, task, export_dir)
     for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
         finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
-    if study.probe_task:
+    if probe_task(study):
         probe_all(study, workdir, budgets, results, results_file)
     table = markdown_table(results, study.tasks)
     pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every, probe=results.get("probe", {}))
@@ -155,7 +160,7 @@ def probe_all(study, workdir: str, budgets: dict, results: dict, results_file: s
     encoders.append(("scratch/0", encoders[-1][1], True))
     for key, init, from_scratch in encoders:
         if key not in probe:
-            probe[key] = frozen_probe_accuracy(finetune_config(study, study.probe_task, init), from_scratch)
+            probe[key] = frozen_probe_accuracy(finetune_config(study, probe_task(study), init), from_scratch)
             with open(results_file, "w") as f:
                 json.dump(results, f, indent=2)
 
@@ -185,9 +190,9 @@ def markdown_table(results: dict, tasks) -> str:
 
 
 def probe_caption(study) -> str:
-    if not study.probe_task:
+    if not probe_task(study):
         return ""
-    return (f", and the {study.probe_task} dev accuracy (%) of a logistic regression on the encoder's frozen, "
+    return (f", and the {probe_task(study)} dev accuracy (%) of a logistic regression on the encoder's frozen, "
             f"mean-pooled last hidden states")
 
 
