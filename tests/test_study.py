@@ -52,8 +52,10 @@ def test_study_smoke_run(shared_data, tmp_path):
     assert result["pretraining"] in (tmp_path / "study.md").read_text()
     # the pretraining diagnostics: ELECTRA's class-prior loss is the entropy of its logged replaced share
     *rows, scratch = [r.split(" | ") for r in result["pretraining"].splitlines()[2:]]
-    assert [(r[0].strip("| "), int(r[1])) for r in rows] == [(o, s) for o in ("electra", "mlm") for s in steps_of(c, o, vocab)]
-    logged = [json.loads(line) for line in (tmp_path / "pretrain" / "electra" / "metrics.jsonl").read_text().splitlines()]
+    budget_rows = [(o, s) for o in ("electra", "mlm") for s in steps_of(c, o, vocab)]
+    assert [(r[0].strip("| "), int(r[1])) for r in rows] == budget_rows
+    metrics_file = tmp_path / "pretrain" / "electra" / "metrics.jsonl"
+    logged = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     window = 5 * c.train.log_every
     p = sum(near := [r["replaced_fraction"] for r in logged
                      if r["split"] == "train" and steps[-1] - window < r["step"] <= steps[-1]]) / len(near)
@@ -61,7 +63,7 @@ def test_study_smoke_run(shared_data, tmp_path):
     assert 0 <= float(rows[1][5].strip(" |")) <= 1 and rows[-1][3] == "–"
     # the frozen-feature probe of every budget's encoder and of random weights, in percent
     probe = json.loads((tmp_path / "results.json").read_text())["probe"]
-    assert sorted(probe) == sorted([f"{o}/{s}" for o in ("electra", "mlm") for s in steps_of(c, o, vocab)] + ["scratch/0"])
+    assert sorted(probe) == sorted([f"{o}/{s}" for o, s in budget_rows] + ["scratch/0"])
     assert [float(r[-1].strip(" |")) for r in rows + [scratch]] == [
         pytest.approx(100 * probe[f"{r[0].strip('| ')}/{int(r[1])}"], abs=0.05) for r in rows + [scratch]]
     assert scratch[0] == "| scratch" and all(0 <= v <= 1 for v in probe.values())
