@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from electra_jax.config import ConfigError
 from electra_jax.finetune.pretrained import load_encoder
 from electra_jax.finetune.tasks import get_task
 from electra_jax.model import ElectraEncoderModel
@@ -29,15 +30,22 @@ def mean_pooled_features(cfg, params, arrays: dict, batch_size: int = 256) -> np
                            for s in range(0, len(arrays["input_ids"]), batch_size)])
 
 
+def probe_task(config):
+    """config's task, which must be a classification: the probe is a classifier."""
+    task = get_task(config)
+    if task.kind != "classification":
+        raise ConfigError(f"task={config.task!r}: the frozen-feature probe needs a classification task (e.g. sst2), "
+                          f"not a {task.kind}")
+    return task
+
+
 def frozen_probe_accuracy(config, from_scratch: bool = False) -> float:
     """Dev accuracy of a logistic regression trained on the frozen features of `config.init`'s
     encoder (random weights of its architecture when from_scratch), with `config`'s task and data."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    task = get_task(config)
-    if task.kind != "classification":
-        raise ValueError(f"the frozen probe needs a classification task, not {config.task} ({task.kind})")
+    task = probe_task(config)
     cfg, params, tokenizer, _ = load_encoder(config.init)
     if from_scratch:
         ids = jnp.zeros((1, config.max_seq_length), jnp.int32)

@@ -88,10 +88,8 @@ def check_study(study) -> None:
         raise SystemExit(f"electra-jax study needs {', '.join(missing)}, which is not installed: "
                          f"pip install 'electra-jax[study]'")
     if probe_task(study):
-        from electra_jax.finetune.tasks import get_task
-        if get_task(finetune_config(study, probe_task(study), "")).kind != "classification":
-            raise SystemExit(f"probe_task={probe_task(study)!r}: the frozen-feature probe needs a classification "
-                             f"task (e.g. sst2), or '' for no probe")
+        from electra_jax import probe
+        probe.probe_task(finetune_config(study, probe_task(study), ""))
 
 
 def run_study(study, workdir: str) -> dict:

@@ -3,6 +3,7 @@ the features carry and none where the labels are noise."""
 import numpy as np
 import pytest
 
+from electra_jax.config import ConfigError
 from electra_jax.finetune.config import finetune_config
 from electra_jax.finetune.pretrained import load_encoder
 from electra_jax.model import ElectraEncoderModel
@@ -52,5 +53,5 @@ def test_probe_finds_what_the_words_say_and_nothing_in_noise(pretrained_export, 
 def test_probe_refuses_a_regression_task(shared_data, pretrained_export):
     c = finetune_config("stsb")
     c.init, c.data.dir = str(pretrained_export), str(shared_data / "glue")
-    with pytest.raises(ValueError, match="classification"):
+    with pytest.raises(ConfigError, match="task='stsb'.*classification"):
         frozen_probe_accuracy(c)

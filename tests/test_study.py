@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from electra_jax.config import ConfigError
 from electra_jax.study import budget_steps, pretrain_config, run_study
 
 
@@ -82,6 +83,6 @@ def test_missing_matplotlib_stops_the_study_before_any_work(shared_data, tmp_pat
 def test_a_regression_probe_task_is_refused_before_any_work(shared_data, tmp_path):
     c = smoke_config(shared_data)
     c.probe_task = "stsb"
-    with pytest.raises(SystemExit, match="probe_task='stsb'.*classification"):
+    with pytest.raises(ConfigError, match="task='stsb'.*classification"):
         run_study(c, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
