@@ -1,62 +1,25 @@
-"""Performance accounting: model FLOPs per step, a matmul peak measured on the same devices, the
-timed train step (the training code path, on synthetic tokens), and the input pipeline's rate.
-
-FLOPs count the matmuls of the forward pass (2 per multiply-add) and take training as 3x forward
-(the backward pass costs two forward passes). Per token and layer of an encoder with hidden H,
-feed-forward F and sequence S: 8H^2 (Q, K, V, output projections) + 4HF (feed-forward) + 4SH
-(attention scores and the weighted sum). Plus 2EH per token for the embedding projection when
-E != H. ELECTRA adds the discriminator head (2H^2 + 2H per token) and the generator (an encoder of
-its own width) whose masked-LM head runs only at the P masked positions: 2hE + 2EV per position.
-Embedding lookups, LayerNorms, softmax and GELU are not counted (they are not matmuls).
+"""Performance measurement: a matmul peak measured on the same devices, the timed train step (the
+training code path, on synthetic tokens), where its time goes, and the input pipeline's rate.
+The FLOP accounting it reports lives in flops.py.
 """
 from __future__ import annotations
 
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax.model import ModelConfig, model_configs
+from electra_jax import sharding
+from electra_jax.config import max_predictions
+from electra_jax.data import pipeline
+from electra_jax.data.prepare import load_metadata
+from electra_jax.flops import nominal_peak, train_flops_per_step
+from electra_jax.train import build_training, create_train_state, init_train_state, make_train_step
 
-# Dense bf16 matmul peaks of accelerators by device_kind (vendor datasheets), for MFU on real hardware.
-NOMINAL_PEAK_FLOPS = {
-    "TPU v3": 123e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12, "TPU v6e": 918e12,
-    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "RTX 4090": 165e12,
-    "V100": 125e12,
-}
 SPECIAL_IDS = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
-
-
-def encoder_flops_per_token(cfg: ModelConfig, seq_length: int) -> float:
-    h, f = cfg.hidden_size, cfg.intermediate_size
-    per_layer = 8 * h * h + 4 * h * f + 4 * seq_length * h
-    projection = 2 * cfg.embedding_size * h if cfg.embedding_size != h else 0
-    return cfg.num_layers * per_layer + projection
-
-
-def masked_lm_head_flops(cfg: ModelConfig) -> float:
-    """Per masked position: dense(hidden -> E) and the tied vocabulary projection."""
-    return 2 * cfg.hidden_size * cfg.embedding_size + 2 * cfg.embedding_size * cfg.vocab_size
-
-
-def train_flops_per_step(config, vocab_size: int) -> dict:
-    """Model FLOPs of one training step (forward + backward) of config, by part."""
-    from electra_jax.config import max_predictions
-    disc, gen = model_configs(config, vocab_size)
-    batch, seq, positions = config.train.batch_size, config.data.seq_length, max_predictions(config)
-    tokens = batch * seq
-    parts = {"discriminator": tokens * encoder_flops_per_token(disc, seq)}
-    if config.objective == "electra":
-        parts["discriminator"] += tokens * (2 * disc.hidden_size ** 2 + 2 * disc.hidden_size)
-        parts["generator"] = tokens * encoder_flops_per_token(gen, seq) + batch * positions * masked_lm_head_flops(gen)
-    else:
-        parts["masked_lm_head"] = batch * positions * masked_lm_head_flops(disc)
-    parts = {k: 3.0 * v for k, v in parts.items()}
-    parts["total"] = sum(parts.values())
-    return parts
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -82,11 +45,6 @@ def measured_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 1
     return 2.0 * len(devices) * n ** 3 / _median_seconds(lambda: matmul(a, b), repeats)
 
 
-def nominal_peak(device) -> float | None:
-    kind = getattr(device, "device_kind", "")
-    return next((v for k, v in NOMINAL_PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
-
-
 def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict:
     """Random real tokens with [CLS] ... [SEP], full length: the shape of a packed pretraining batch."""
     rs = np.random.RandomState(seed)
@@ -97,18 +55,13 @@ def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dic
 
 def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, devices=None) -> dict:
     """Compile and time the real train step (make_train_step) on synthetic tokens."""
-    import flax.linen as nn
-
-    from electra_jax import sharding
-    from electra_jax.train import build_training, create_train_state, make_train_step
     devices = list(devices if devices is not None else jax.devices())
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
-    model, obj, loss_fn, schedule, tx = build_training(config, vocab_size, SPECIAL_IDS)
+    training = build_training(config, vocab_size, SPECIAL_IDS)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, shardings = create_train_state(model, tx, mesh, rules, config.data.seq_length, obj.max_predictions,
-                                              jax.random.key(0))
-        step = make_train_step(model, loss_fn, obj, tx, schedule, shardings, mesh)
+        state, shardings = create_train_state(training, mesh, rules, config.data.seq_length, jax.random.key(0))
+        step = make_train_step(training, shardings, mesh)
         batch = sharding.global_batch(synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size),
                                       sharding.batch_sharding(mesh))
         rng = jax.random.key(1)
@@ -147,12 +100,10 @@ def step_breakdown(config, vocab_size: int, repeats: int = 5) -> dict:
     """Seconds of the parts of an ELECTRA step, each jitted alone (forward + backward of the
     discriminator, of the generator at the masked positions, the optimizer update), and GFLOP/s of
     lone matmuls at the discriminator's shapes: where the step's time goes."""
-    from electra_jax.config import max_predictions
-    from electra_jax.train import build_training, init_train_state
-    import flax.linen as nn
-    model, obj, _, _, tx = build_training(config, vocab_size, SPECIAL_IDS)
+    training = build_training(config, vocab_size, SPECIAL_IDS)
+    model, tx = training.model, training.tx
     b, s = config.train.batch_size, config.data.seq_length
-    state = nn.meta.unbox(init_train_state(model, tx, s, obj.max_predictions, jax.random.key(0)))
+    state = nn.meta.unbox(init_train_state(model, tx, s, training.objective.max_predictions, jax.random.key(0)))
     batch = {k: jnp.asarray(v) for k, v in synthetic_batch(b, s, vocab_size).items()}
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     rngs = {"dropout": jax.random.key(1)}
@@ -178,8 +129,6 @@ def step_breakdown(config, vocab_size: int, repeats: int = 5) -> dict:
 
 def bench_data(data_dir: str, batch_size: int, batches: int = 200, worker_count: int = 0) -> dict:
     """Examples per second of the grain pipeline over prepared data (decode, shuffle, batch)."""
-    from electra_jax.data import pipeline
-    from electra_jax.data.prepare import load_metadata
     meta = load_metadata(data_dir)
     it = iter(pipeline.make_dataset(meta, "train", local_batch_size=batch_size, seed=0, worker_count=worker_count))
     next(it)  # open files, start threads

@@ -6,10 +6,12 @@ only at the masked positions, float32 Gumbel-max sampling without gradient, loss
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
 from electra_jax.bench import SPECIAL_IDS, synthetic_batch
+from electra_jax.config import max_predictions
 from electra_jax.model import model_configs
 
 
@@ -71,10 +73,7 @@ def joint_step(disc, gen, params, optimizer, batch, config, max_predictions: int
 
 
 def bench_reference(config, vocab_size: int, steps: int = 10, warmup: int = 2, threads: int | None = None) -> dict:
-    import os
-
     import torch
-    from electra_jax.config import max_predictions
     torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(0)
     disc, gen, params, optimizer = build(config, vocab_size)

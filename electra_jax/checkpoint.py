@@ -38,29 +38,40 @@ class Checkpointer:
         """True on every host once any host was told to stop (multi-host runs; Cloud TPU maintenance)."""
         return jax.process_count() > 1 and self.manager.reached_preemption(step)
 
-    def restore(self, abstract_state, data_iter=None, step: int | None = None):
+    def restore(self, abstract_state, data_iter=None, step: int | None = None, partial: bool = False):
         """Restore onto the shardings in `abstract_state` (jax.ShapeDtypeStruct leaves with .sharding):
-        a checkpoint written on another mesh lands on this one."""
+        a checkpoint written on another mesh lands on this one. partial: `abstract_state` is a dict of
+        some of the state's fields (e.g. step and params, without the optimizer state), read alone."""
         step = self.latest_step() if step is None else step
-        items = dict(state=ocp.args.StandardRestore(abstract_state))
+        if partial:
+            restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
+            items = dict(state=ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args, partial_restore=True))
+        else:
+            items = dict(state=ocp.args.StandardRestore(abstract_state))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
-    def restore_latest_good(self, abstract_state, data_iter=None, move_aside: bool = True):
+    def restore_latest_good(self, abstract_state, data_iter=None, move_aside: bool = True, partial: bool = False):
         """The newest checkpoint that reads back, or None. A training run moves unreadable ones
         aside (so it can resume and later save that step again); readers (export, fine-tuning) leave
         them where they are."""
-        for step in sorted(self.manager.all_steps(read=True), reverse=True):
+        self.manager.reload()  # steps another process may have written since this manager was opened
+        tried = False
+        for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                state = self.restore(abstract_state, data_iter, step)
+                state = self.restore(abstract_state, data_iter, step, partial)
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
                 where = f"moved it to {self._move_aside(step)}" if move_aside else "left it in place"
-                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); %s and trying the previous one",
-                                step, self.directory, type(e).__name__, str(e)[:300], where)
+                reason = (str(e).strip().splitlines() or [""])[0][:120]
+                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); %s, trying the previous one",
+                                step, self.directory, type(e).__name__, reason, where)
+                tried = True
                 continue
             logging.info("restored step %d from %s", step, self.directory)
             return state
+        if tried:
+            logging.warning("no readable checkpoint in %s: starting from scratch", self.directory)
         return None
 
     def _move_aside(self, step: int) -> str:
@@ -79,81 +90,3 @@ class Checkpointer:
 
 def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
-EXPORT_FORMAT = "electra-jax-export"
-EXPORT_PARTS = {  # exported part -> (subtrees of the pretraining parameters) for each objective
-    "electra": {"discriminator": dict(embeddings="embeddings", encoder="discriminator", head="discriminator_head"),
-                "generator": dict(embeddings="embeddings", encoder="generator", head="generator_head")},
-    "mlm": {"encoder": dict(embeddings="embeddings", encoder="encoder", head="lm_head")},
-}
-
-
-def pretrained_networks(workdir: str, step: int | None = None) -> tuple[dict, object, dict]:
-    """({part: (ModelConfig, params)}, tokenizer, info) from the latest good checkpoint of a
-    pretraining run (or the one of `step`), restored onto one device. Each network's params are
-    {embeddings, encoder, head}."""
-    import flax.linen as nn
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from electra_jax.data.prepare import load_data_tokenizer, load_metadata
-    from electra_jax.model import model_configs
-    from electra_jax.train import build_training, init_train_state, load_run_config
-
-    workdir = os.path.abspath(workdir)
-    config = load_run_config(workdir)
-    meta = load_metadata(config.data.dir)
-    model, obj, _, _, tx = build_training(config, meta["vocab_size"], meta["special_ids"])
-    abstract = jax.eval_shape(lambda r: init_train_state(model, tx, config.data.seq_length, obj.max_predictions, r),
-                              jax.random.key(0))
-    one_device = NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("d",)), PartitionSpec())
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
-                            nn.meta.unbox(abstract))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = ckpt.restore(abstract, step=step) if step else ckpt.restore_latest_good(abstract, move_aside=False)
-    ckpt.close()
-    if state is None:
-        raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
-    disc_cfg, gen_cfg = model_configs(config, meta["vocab_size"])
-    cfgs = dict(discriminator=disc_cfg, generator=gen_cfg, encoder=disc_cfg)
-    networks = {part: (cfgs[part], {k: state.params[v] for k, v in names.items()})
-                for part, names in EXPORT_PARTS[config.objective].items()}
-    info = dict(step=int(state.step), objective=config.objective, seq_length=config.data.seq_length, source=workdir)
-    return networks, load_data_tokenizer(meta), info
-
-
-def export(workdir: str, out: str, step: int | None = None) -> dict:
-    """Write the pretrained networks alone (no optimizer state) with config and tokenizer:
-    OUT/{discriminator,generator}/ (or OUT/encoder/ for the masked-LM baseline), OUT/config.json,
-    OUT/tokenizer.model (or vocab.txt). Each network is {embeddings, encoder, head}."""
-    if os.path.exists(out):
-        raise FileExistsError(f"export target {os.path.abspath(out)} already exists")
-    networks, tokenizer, info = pretrained_networks(workdir, step)
-    return write_export(out, networks, tokenizer, **info)
-
-
-def write_export(out: str, networks: dict, tokenizer, **info) -> dict:
-    """OUT/PART/ (orbax, {embeddings, encoder, head}) for each network, the tokenizer file and
-    config.json describing them; written under a temporary name, then renamed."""
-    import dataclasses
-    import json
-    import shutil
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        raise FileExistsError(f"export target {out} already exists")
-    tmp = out + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    saver = ocp.StandardCheckpointer()
-    for part, (_, params) in networks.items():
-        saver.save(os.path.join(tmp, part), params)
-    saver.wait_until_finished()
-    shutil.copyfile(tokenizer.path, os.path.join(tmp, tokenizer.file_name))
-    info = dict(format=EXPORT_FORMAT, parts=sorted(networks),
-                networks={part: dataclasses.asdict(cfg) for part, (cfg, _) in networks.items()},
-                tokenizer=tokenizer.file_name, tokenizer_lowercase=getattr(tokenizer, "lowercase", None),
-                special_ids=tokenizer.special_ids, **info)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, out)
-    return info

@@ -38,8 +38,29 @@ What the metrics mean:
                            the accuracy of always answering 'original'
   discriminator_precision  of the tokens flagged as replaced, the share that were
   discriminator_recall     of the replaced tokens, the share that were flagged
+  discriminator_auc        probability that a replaced token scores above an original one (ROC AUC;
+                           0.5 is chance): it rises before any token crosses the decision threshold
+  discriminator_information_gain
+                           nats: class-prior loss (the entropy of the replaced fraction) minus the
+                           discriminator loss; 0 means it knows only how many tokens were replaced
   replaced_fraction        share of tokens the generator changed (it falls as the generator improves,
-                           because a correct guess counts as original)"""
+                           because a correct guess counts as original)
+  temperature, discriminator_weight
+                           the generator's sampling temperature and the discriminator loss weight at
+                           this step (they change only under a curriculum; evaluation uses the final ones)"""
+
+
+def discriminator_verdict(metrics: dict) -> str:
+    """One line for a newcomer: did the discriminator learn to spot replaced tokens?"""
+    auc, gain = metrics["discriminator_auc"], metrics["discriminator_information_gain"]
+    recall, precision = metrics["discriminator_recall"], metrics["discriminator_precision"]
+    facts = (f"held-out AUC {auc:.2f} (0.50 is chance), information gain {gain:.3f} nats, "
+             f"it flags {recall:.0%} of the replaced tokens at {precision:.0%} precision")
+    if auc >= 0.75 and gain > 0.02:
+        return f"The discriminator learned to spot replaced tokens: {facts}."
+    if auc >= 0.6:
+        return f"The discriminator is starting to spot replaced tokens: {facts}."
+    return f"The discriminator has not learned yet (it is close to guessing): {facts}."
 
 
 def _prepare_parser() -> argparse.ArgumentParser:
@@ -81,17 +102,31 @@ def cmd_prepare(argv: list[str]) -> dict:
     return meta
 
 
-def _parse_flags(fv, argv: list[str], command: str) -> None:
+def _parse_flags(fv, argv: list[str]) -> None:
     """absl parsing with --help and a one-line error instead of a traceback for a wrong flag."""
     from absl import flags
     if any(a in ("-h", "--help", "-help") for a in argv[1:]):
         print(f"usage: {argv[0]} --config FILE [--config.SECTION.KEY=VALUE ...] [flags]\n\n"
               f"{fv.get_help(include_special_flags=False).strip()}")
         raise SystemExit(0)
+    config_file = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    if "--config" in argv[1:-1]:
+        config_file = argv[argv.index("--config") + 1]
+    if config_file is not None and not os.path.isfile(config_file):
+        raise SystemExit(f"{argv[0]}: config file {config_file} does not exist")
     try:
         fv(argv)
     except flags.Error as e:
         raise SystemExit(f"{argv[0]}: {e}")
+    except (AttributeError, KeyError) as e:  # an override of a field the config does not have
+        key = str(e).strip("'\"")
+        named = [a.split("=", 1)[0][len("--config."):] for a in argv[1:] if a.startswith("--config.")
+                 and key in a.split("=", 1)[0].split(".")]
+        raise SystemExit(f"{argv[0]}: unknown config field {named[0] if named else key!r}; "
+                         f"see the config file or --help for the fields")
+    except (SyntaxError, ValueError, ImportError) as e:  # a config file that is not a Python config
+        raise SystemExit(f"{argv[0]}: cannot load the config file {config_file}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}")
 
 
 def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=None):
@@ -103,7 +138,7 @@ def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=Non
                                     lock_config=True, sys_argv=argv)
     if define_extra:  # a command with its own flags instead of --workdir and the multi-host ones
         define_extra(flags, fv)
-        _parse_flags(fv, argv, command)
+        _parse_flags(fv, argv)
         if fv.config is None:
             raise SystemExit(f"electra-jax {command}: --config is required")
         return fv
@@ -114,7 +149,7 @@ def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=Non
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
     flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() and let it detect "
                       "the cluster (Cloud TPU, SLURM, ...)", flag_values=fv)
-    _parse_flags(fv, argv, command)
+    _parse_flags(fv, argv)
     if fv.config is None or fv.workdir is None:
         raise SystemExit(f"electra-jax {command}: --config and --workdir are required")
     return fv
@@ -165,6 +200,8 @@ def _print_result(result: dict) -> None:
         if result[split]:
             shown = {k: round(v, 4) for k, v in result[split].items() if k != "learning_rate"}
             print(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    if "discriminator_auc" in result["eval"]:
+        print(discriminator_verdict(result["eval"]))
     print(f"checkpoints: {result['checkpoints']}")
     print(f"TensorBoard: tensorboard --logdir {result['tensorboard']}")
     print(METRICS_HELP)
@@ -209,7 +246,7 @@ def cmd_export(argv: list[str]) -> dict:
     p.add_argument("--workdir", required=True, help="a pretraining workdir")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    from electra_jax.checkpoint import export
+    from electra_jax.export import export
     info = export(a.workdir, a.out)
     print(f"exported step {info['step']} ({', '.join(info['parts'])}) to {os.path.abspath(a.out)}")
     return info
@@ -340,11 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and grain are chatty at INFO
+    # jax reports at INFO every accelerator plugin it did not find ("Unable to initialize backend
+    # 'tpu'") on machines without one: noise there, and a real failure still raises
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     from electra_jax.config import ConfigError
     from electra_jax.data.corpus import DataError
     from electra_jax.train import NonFiniteError
     from electra_jax.hf import HFFormatError
-    except_types = (ConfigError, DataError, NonFiniteError, HFFormatError, FileExistsError, FileNotFoundError)
+    from electra_jax.workdir import WorkdirBusy
+    except_types = (ConfigError, DataError, NonFiniteError, HFFormatError, WorkdirBusy, FileExistsError,
+                    FileNotFoundError)
     try:
         COMMANDS[argv[0]](argv[1:])
     except except_types as e:

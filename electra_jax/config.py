@@ -34,6 +34,12 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
 
 
+def need(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok: validation reads as a list of requirements."""
+    if not ok:
+        raise ConfigError(message)
+
+
 def default_config(size: str = "small") -> ml_collections.ConfigDict:
     if size not in MODEL_SIZES:
         raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
@@ -55,7 +61,13 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         dtype="float32",        # compute dtype (bfloat16 on accelerators)
         param_dtype="float32",
         **MODEL_SIZES[size],
-        # An explicit generator shape (0: from generator_fraction); init.hf_generator sets these.
+        # How the generator and discriminator share embeddings: "tied" (the reference: one block,
+        # trained by both losses), "gdes" (DeBERTa-v3's gradient-disentangled sharing: the
+        # discriminator adds a zero-initialised delta to stop_gradient(the shared word table)), "none".
+        embedding_sharing="tied",
+        # An explicit generator shape (0: from generator_fraction / the discriminator's depth);
+        # init.hf_generator sets the widths.
+        generator_num_layers=0,
         generator_hidden_size=0,
         generator_num_heads=0,
         generator_intermediate_size=0,
@@ -72,7 +84,14 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         max_predictions_per_seq=0,  # 0: int((mask_prob + 0.005) * seq_length), as the reference
         generator_weight=1.0,
         discriminator_weight=50.0,
-        temperature=1.0,
+        temperature=1.0,  # the generator's sampling temperature (at the end of a schedule)
+        # A curriculum of easy replacements first (Fast-ELECTRA): the temperature falls from
+        # temperature_start to `temperature` over temperature_steps (0: the whole run) along
+        # temperature_schedule: "constant" (no curriculum), "linear" or "cosine".
+        temperature_schedule="constant",
+        temperature_start=1.0,
+        temperature_steps=0,
+        discriminator_warmup_steps=0,  # the discriminator's weight rises linearly from 0 over these steps
     ))
 
     c.data = ml_collections.ConfigDict(dict(
@@ -126,21 +145,18 @@ def max_predictions(config) -> int:
 
 
 def generator_size(config) -> dict:
-    """Generator width from the fraction; heads = max(1, width/64) and FFN = 4 * width, as the reference."""
+    """Generator width from the fraction; heads = max(1, width/64) and FFN = 4 * width, as the reference;
+    the discriminator's depth unless generator_num_layers says otherwise."""
     m = config.model
     hidden = m.get("generator_hidden_size") or max(1, int(round(m.hidden_size * m.generator_fraction)))
     return dict(hidden_size=hidden, num_heads=m.get("generator_num_heads") or max(1, hidden // 64),
-                intermediate_size=m.get("generator_intermediate_size") or 4 * hidden)
+                intermediate_size=m.get("generator_intermediate_size") or 4 * hidden,
+                num_layers=m.get("generator_num_layers") or m.num_layers)
 
 
-def validate(config, *, vocab_size: int | None = None, num_devices: int | None = None) -> None:
+def validate(config, *, vocab_size: int | None = None) -> None:
     """Raise ConfigError naming the first field that cannot work."""
     m, t, p = config.model, config.train, config.pretrain
-
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
-
     need(bool(config.data.dir), "data.dir is empty: point it at the output of `electra-jax prepare` "
          "(--config.data.dir=PATH)")
     need(config.objective in ("electra", "mlm"),
@@ -159,7 +175,17 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
          f"data.seq_length={config.data.seq_length} exceeds model.max_position_embeddings="
          f"{m.max_position_embeddings}")
     need(config.data.seq_length >= 8, f"data.seq_length={config.data.seq_length} is too short (min 8)")
+    need(m.get("embedding_sharing", "tied") in ("tied", "gdes", "none"),
+         f"model.embedding_sharing={m.get('embedding_sharing')!r}: choose 'tied', 'gdes' or 'none'")
+    need(m.get("generator_num_layers", 0) >= 0, f"model.generator_num_layers={m.get('generator_num_layers')} "
+         "must be positive (0: the discriminator's depth)")
     need(0 < p.mask_prob < 1, f"pretrain.mask_prob={p.mask_prob} must lie in (0, 1)")
+    need(p.temperature > 0 and p.get("temperature_start", 1.0) > 0,
+         f"pretrain.temperature={p.temperature} and temperature_start={p.get('temperature_start')} must be positive")
+    need(p.get("temperature_schedule", "constant") in ("constant", "linear", "cosine"),
+         f"pretrain.temperature_schedule={p.get('temperature_schedule')!r}: choose 'constant', 'linear' or 'cosine'")
+    need(p.get("temperature_steps", 0) >= 0 and p.get("discriminator_warmup_steps", 0) >= 0,
+         "pretrain.temperature_steps and discriminator_warmup_steps must not be negative")
     need(0 < max_predictions(config) <= config.data.seq_length,
          f"pretrain.max_predictions_per_seq={max_predictions(config)} must lie in [1, data.seq_length]")
     need(m.dtype in ("float32", "bfloat16", "float16") and m.param_dtype in ("float32", "bfloat16"),
@@ -169,6 +195,15 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
     need(m.get("attention_impl", "flax") == "flax" or m.attention_dropout_rate == 0,
          f"model.attention_impl='jax' has no attention dropout; set model.attention_dropout_rate=0 "
          f"(it is {m.attention_dropout_rate})")
+    for name in ("dropout_rate", "attention_dropout_rate"):
+        need(0 <= m[name] < 1, f"model.{name}={m[name]} must lie in [0, 1)")
+    need(t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps} must not be negative")
+    need(t.keep_checkpoints >= 0, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 0 (0: keep all)")
+    need(t.eval_steps > 0, f"train.eval_steps={t.eval_steps} must be positive")
+    need(t.weight_decay >= 0 and t.grad_clip_norm >= 0,
+         f"train.weight_decay={t.weight_decay} and grad_clip_norm={t.grad_clip_norm} must not be negative")
+    need(p.discriminator_weight >= 0 and p.generator_weight >= 0,
+         "pretrain.discriminator_weight and generator_weight must not be negative")
     need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
@@ -181,6 +216,3 @@ def validate(config, *, vocab_size: int | None = None, num_devices: int | None =
         need(m.vocab_size in (0, vocab_size),
              f"model.vocab_size={m.vocab_size} does not match the tokenizer's vocabulary of {vocab_size}; "
              f"set model.vocab_size=0 to take it from the data")
-    if num_devices is not None:
-        need(t.batch_size % num_devices == 0,
-             f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices")

@@ -9,9 +9,10 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from electra_jax import hf
-from electra_jax.checkpoint import EXPORT_FORMAT, write_export
+from electra_jax.export import EXPORT_FORMAT, write_export
 from electra_jax.data.tokenizer import BaseTokenizer, load_tokenizer
 from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig
 
@@ -36,7 +37,6 @@ def load_network(ckpt: str, part: str):
     if info.get("format") == EXPORT_FORMAT:
         if part not in info["parts"]:
             raise ValueError(f"{ckpt} holds {info['parts']}, not a {part}")
-        import orbax.checkpoint as ocp
         module = MODULES[part](ModelConfig(**info["networks"][part]))
         params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(ckpt, part)))
         tokenizer = load_tokenizer(os.path.join(ckpt, info["tokenizer"]), info.get("tokenizer_lowercase"))

@@ -18,6 +18,19 @@ class MetricsWriter:
             os.makedirs(workdir, exist_ok=True)
             self._tb = SummaryWriter(self.logdir)
 
+    def forget_after(self, step: int) -> None:
+        """Drop the metrics.jsonl rows of steps after `step`: a run resumed from an older checkpoint
+        logs those steps again, and one history per step is what readers expect."""
+        if not self.enabled or not os.path.exists(self.jsonl):
+            return
+        with open(self.jsonl) as f:
+            rows = f.readlines()
+        kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= step]
+        if len(kept) != len(rows):
+            with open(self.jsonl + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(self.jsonl + ".tmp", self.jsonl)
+
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
             return

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from electra_jax.config import generator_size
+
 LAYER_NORM_EPS = 1e-12  # the reference's value; BERT checkpoints depend on it
 
 
@@ -41,7 +43,6 @@ class ModelConfig:
 
 def model_configs(config, vocab_size: int) -> tuple[ModelConfig, ModelConfig]:
     """(discriminator, generator) sizes from the experiment config."""
-    from electra_jax.config import generator_size
     m = config.model
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     disc = ModelConfig(**{k: v for k, v in m.to_dict().items() if k in fields and k != "vocab_size"},
@@ -63,7 +64,7 @@ def _layer_norm(cfg, name):
                         bias_init=_zeros(("embed",)))
 
 
-def _dense(cfg, features, names, name):
+def dense_layer(cfg, features, names, name):
     return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
                     kernel_init=_dense_init(cfg, names), bias_init=_zeros(names[-1:]))
 
@@ -84,10 +85,14 @@ class Embeddings(nn.Module):
         self.layer_norm = _layer_norm(c, "LayerNorm")
         self.dropout = nn.Dropout(c.dropout_rate)
 
-    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    def __call__(self, input_ids, token_type_ids, deterministic: bool, word_delta=None):
+        """word_delta [V, E] (gradient-disentangled sharing): the words are looked up as
+        stop_gradient(word_embeddings) + word_delta, so this caller's loss trains only the delta."""
         positions = jnp.arange(input_ids.shape[-1])
-        x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]
-             + self.token_type_embeddings(token_type_ids))
+        words = self.word_embeddings(input_ids)
+        if word_delta is not None:
+            words = jax.lax.stop_gradient(words) + jnp.take(word_delta, input_ids, axis=0).astype(words.dtype)
+        x = words + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
     def attend(self, x):
@@ -104,7 +109,7 @@ class SelfAttention(nn.Module):
         head_dim = c.hidden_size // c.num_heads
 
         def project(name):  # [B, L, H] -> [B, L, heads, head_dim]; "heads" is the tensor-parallel axis
-            y = _dense(c, c.hidden_size, ("embed", "heads"), name)(x)
+            y = dense_layer(c, c.hidden_size, ("embed", "heads"), name)(x)
             return y.reshape(*y.shape[:-1], c.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
@@ -117,7 +122,7 @@ class SelfAttention(nn.Module):
             y = nn.dot_product_attention(q, k, v, mask=mask, dropout_rng=dropout_rng,
                                          dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
                                          dtype=c.dtype)
-        return _dense(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))
+        return dense_layer(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))
 
 
 class TransformerLayer(nn.Module):
@@ -130,8 +135,8 @@ class TransformerLayer(nn.Module):
         drop = nn.Dropout(c.dropout_rate)
         y = SelfAttention(c, name="attention")(x, mask, deterministic)
         x = _layer_norm(c, "attention_norm")(x + drop(y, deterministic=deterministic))
-        y = gelu(_dense(c, c.intermediate_size, ("embed", "mlp"), "intermediate")(x))
-        y = _dense(c, c.hidden_size, ("mlp", "embed"), "output")(y)
+        y = gelu(dense_layer(c, c.intermediate_size, ("embed", "mlp"), "intermediate")(x))
+        y = dense_layer(c, c.hidden_size, ("mlp", "embed"), "output")(y)
         x = _layer_norm(c, "output_norm")(x + drop(y, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -144,7 +149,7 @@ class Encoder(nn.Module):
     def __call__(self, x, attention_mask, deterministic: bool):
         c = self.cfg
         if c.embedding_size != c.hidden_size:
-            x = _dense(c, c.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
+            x = dense_layer(c, c.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
         mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, L]: keys that are real tokens
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         for i in range(c.num_layers):
@@ -159,7 +164,7 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden, embeddings: Embeddings):
         c = self.cfg
-        h = gelu(_dense(c, c.embedding_size, ("mlp", "embed"), "dense")(hidden))
+        h = gelu(dense_layer(c, c.embedding_size, ("mlp", "embed"), "dense")(hidden))
         h = _layer_norm(c, "LayerNorm")(h)
         bias = self.param("output_bias", _zeros(("vocab",)), (c.vocab_size,), c.param_dtype)
         return embeddings.attend(h) + bias
@@ -172,8 +177,8 @@ class DiscriminatorHead(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         c = self.cfg
-        h = gelu(_dense(c, c.hidden_size, ("embed", "mlp"), "dense")(hidden))
-        return _dense(c, 1, ("mlp", None), "dense_prediction")(h)[..., 0]
+        h = gelu(dense_layer(c, c.hidden_size, ("embed", "mlp"), "dense")(hidden))
+        return dense_layer(c, 1, ("mlp", None), "dense_prediction")(h)[..., 0]
 
 
 def gather_positions(x, positions):
@@ -181,34 +186,71 @@ def gather_positions(x, positions):
     return jnp.take_along_axis(x, positions[..., None], axis=1)
 
 
-class ElectraPretrainer(nn.Module):
-    """Generator and discriminator over one shared embedding block.
+EMBEDDING_SHARING = ("tied", "gdes", "none")
 
-    The generator's own hidden size may be narrower; it keeps the depth. Parameters:
-    embeddings / generator / generator_head / discriminator / discriminator_head.
+
+class ElectraPretrainer(nn.Module):
+    """Generator and discriminator, sharing their embedding block as `embedding_sharing` says:
+
+    - "tied" (the reference): one block, trained by both losses;
+    - "gdes" (DeBERTa-v3's gradient-disentangled sharing): the generator trains the block; the
+      discriminator reads stop_gradient(word embeddings) + its own zero-initialised
+      `discriminator_word_delta`, so its loss never pulls the generator's word table;
+    - "none": the generator has its own block, `generator_embeddings`.
+
+    The generator may be narrower and shallower. Parameters: embeddings / generator / generator_head /
+    discriminator / discriminator_head (+ discriminator_word_delta or generator_embeddings);
+    `network_params` turns them into the two standalone networks.
     """
     disc: ModelConfig
     gen: ModelConfig
+    embedding_sharing: str = "tied"
 
     def setup(self):
+        if self.embedding_sharing not in EMBEDDING_SHARING:
+            raise ValueError(f"embedding_sharing={self.embedding_sharing!r}: choose one of {EMBEDDING_SHARING}")
         self.embeddings = Embeddings(self.disc)
+        if self.embedding_sharing == "none":
+            self.generator_embeddings = Embeddings(self.disc)
         self.generator = Encoder(self.gen)
         self.generator_head = MaskedLMHead(self.gen)
         self.discriminator = Encoder(self.disc)
         self.discriminator_head = DiscriminatorHead(self.disc)
+        if self.embedding_sharing == "gdes":
+            self.discriminator_word_delta = self.param(
+                "discriminator_word_delta", _zeros(("vocab", "embed")),
+                (self.disc.vocab_size, self.disc.embedding_size), self.disc.param_dtype)
 
     def generator_logits(self, input_ids, token_type_ids, attention_mask, positions, deterministic=True):
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
-        h = self.generator(x, attention_mask, deterministic)
-        return self.generator_head(gather_positions(h, positions), self.embeddings)
+        embeddings = self.generator_embeddings if self.embedding_sharing == "none" else self.embeddings
+        h = self.generator(embeddings(input_ids, token_type_ids, deterministic), attention_mask, deterministic)
+        return self.generator_head(gather_positions(h, positions), embeddings)
 
     def discriminator_logits(self, input_ids, token_type_ids, attention_mask, deterministic=True):
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        delta = self.discriminator_word_delta if self.embedding_sharing == "gdes" else None
+        x = self.embeddings(input_ids, token_type_ids, deterministic, word_delta=delta)
         return self.discriminator_head(self.discriminator(x, attention_mask, deterministic))
 
     def __call__(self, input_ids, token_type_ids, attention_mask, positions, deterministic=True):
         return (self.generator_logits(input_ids, token_type_ids, attention_mask, positions, deterministic),
                 self.discriminator_logits(input_ids, token_type_ids, attention_mask, deterministic))
+
+
+def network_params(params: dict, objective: str) -> dict:
+    """The pretraining parameters as standalone networks {part: {embeddings, encoder, head}}: what
+    export writes and fine-tuning loads. GDES's delta is folded into the discriminator's word table,
+    so every exported network has one plain embedding matrix."""
+    if objective == "mlm":
+        return {"encoder": dict(embeddings=params["embeddings"], encoder=params["encoder"], head=params["lm_head"])}
+    disc_embeddings = params["embeddings"]
+    if "discriminator_word_delta" in params:
+        words = disc_embeddings["word_embeddings"]
+        disc_embeddings = {**disc_embeddings, "word_embeddings": {
+            **words, "embedding": words["embedding"] + params["discriminator_word_delta"]}}
+    return {"discriminator": dict(embeddings=disc_embeddings, encoder=params["discriminator"],
+                                  head=params["discriminator_head"]),
+            "generator": dict(embeddings=params.get("generator_embeddings", params["embeddings"]),
+                              encoder=params["generator"], head=params["generator_head"])}
 
 
 class MaskedLM(nn.Module):

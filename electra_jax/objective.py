@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from electra_jax.config import max_predictions
+
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
@@ -24,15 +26,38 @@ class ObjectiveConfig:
     generator_weight: float = 1.0
     discriminator_weight: float = 50.0
     temperature: float = 1.0
+    # Curriculum (Fast-ELECTRA): sample at temperature_start, falling to `temperature` over
+    # temperature_steps along temperature_schedule ("constant": always `temperature`).
+    temperature_schedule: str = "constant"
+    temperature_start: float = 1.0
+    temperature_steps: int = 1
+    # The discriminator's weight rises linearly from 0 over these steps (0: full weight from the start).
+    discriminator_warmup_steps: int = 0
 
     @classmethod
     def from_config(cls, config, special_ids: dict, vocab_size: int) -> "ObjectiveConfig":
-        from electra_jax.config import max_predictions
         p = config.pretrain
         return cls(vocab_size=vocab_size, cls_id=special_ids["cls"], sep_id=special_ids["sep"],
                    mask_id=special_ids["mask"], mask_prob=p.mask_prob, max_predictions=max_predictions(config),
                    generator_weight=p.generator_weight, discriminator_weight=p.discriminator_weight,
-                   temperature=p.temperature)
+                   temperature=p.temperature, temperature_schedule=p.get("temperature_schedule", "constant"),
+                   temperature_start=p.get("temperature_start", 1.0),
+                   temperature_steps=p.get("temperature_steps", 0) or config.train.num_steps,
+                   discriminator_warmup_steps=p.get("discriminator_warmup_steps", 0))
+
+    def temperature_at(self, step=None):
+        """The sampling temperature at a training step; None (evaluation): the final one, the real task."""
+        if step is None or self.temperature_schedule == "constant":
+            return self.temperature
+        if self.temperature_schedule == "linear":
+            return optax.linear_schedule(self.temperature_start, self.temperature, self.temperature_steps)(step)
+        return optax.cosine_decay_schedule(self.temperature_start, self.temperature_steps,
+                                           alpha=self.temperature / self.temperature_start)(step)
+
+    def discriminator_weight_at(self, step=None):
+        if step is None or not self.discriminator_warmup_steps:
+            return self.discriminator_weight
+        return self.discriminator_weight * jnp.minimum(1.0, step / self.discriminator_warmup_steps)
 
 
 class Masked(NamedTuple):
@@ -86,22 +111,44 @@ def sample_tokens(rng, logits, temperature):
     return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
 
 
+def roc_auc(scores, labels, mask):
+    """ROC AUC of `scores` separating labels 1 from 0 over the positions where mask is 1: the
+    probability that a random positive scores above a random negative (Mann-Whitney, ties broken
+    by sort order). 0.5 is chance; it moves before any token crosses the 0.5 decision threshold."""
+    order = jnp.argsort(scores.ravel())
+    pos = (labels * mask).ravel()[order].astype(jnp.float32)
+    neg = ((1 - labels) * mask).ravel()[order].astype(jnp.float32)
+    negatives_below = jnp.cumsum(neg) - neg
+    return jnp.sum(pos * negatives_below) / jnp.maximum(jnp.sum(pos) * jnp.sum(neg), 1.0)
+
+
+def binary_entropy(p):
+    """Nats: the loss of a detector that only knows the replaced fraction p (the class prior)."""
+    p = jnp.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * jnp.log(p) + (1 - p) * jnp.log1p(-p))
+
+
 def discriminator_metrics(logits, labels, mask):
     logits, labels, mask = logits.astype(jnp.float32), labels.astype(jnp.float32), mask.astype(jnp.float32)
     loss = _weighted_mean(optax.sigmoid_binary_cross_entropy(logits, labels), mask)
     predicted = (logits > 0).astype(jnp.float32) * mask
     true_pos = jnp.sum(predicted * labels)
+    replaced_fraction = _weighted_mean(labels, mask)
     return loss, {
         "discriminator_loss": loss,
         "discriminator_accuracy": _weighted_mean((predicted == labels).astype(jnp.float32), mask),
         "discriminator_precision": true_pos / jnp.maximum(jnp.sum(predicted), 1.0),
         "discriminator_recall": true_pos / jnp.maximum(jnp.sum(labels * mask), 1.0),
-        "replaced_fraction": _weighted_mean(labels, mask),
+        "discriminator_auc": roc_auc(logits, labels, mask),
+        # > 0 only when the discriminator knows more than the replaced fraction
+        "discriminator_information_gain": binary_entropy(replaced_fraction) - loss,
+        "replaced_fraction": replaced_fraction,
     }
 
 
-def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False):
-    """Generator MLM loss + discriminator_weight * replaced-token-detection loss.
+def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False, step=None):
+    """Generator MLM loss + discriminator_weight * replaced-token-detection loss; `step` sets the
+    scheduled temperature and weight (None: their final values, as evaluation uses).
 
     Returns (loss, (metrics, aux)); aux holds the masked input, the samples and the labels.
     """
@@ -114,7 +161,8 @@ def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic:
     gen_loss, gen_acc = masked_lm_loss(gen_logits, masked)
 
     # Corrupt: every chosen position (masked or kept) takes the generator's sample.
-    sampled = sample_tokens(k_sample, gen_logits, cfg.temperature)
+    temperature = cfg.temperature_at(step)
+    sampled = sample_tokens(k_sample, gen_logits, temperature)
     original = batch["input_ids"]
     sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
     corrupted = original.at[jnp.arange(original.shape[0])[:, None], masked.positions].set(sampled)
@@ -124,14 +172,16 @@ def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic:
                               method="discriminator_logits", rngs={"dropout": k_disc_drop})
     disc_loss, metrics = discriminator_metrics(disc_logits, labels, attn)
 
-    loss = cfg.generator_weight * gen_loss + cfg.discriminator_weight * disc_loss
-    metrics.update(loss=loss, generator_loss=gen_loss, generator_accuracy=gen_acc)
+    disc_weight = cfg.discriminator_weight_at(step)
+    loss = cfg.generator_weight * gen_loss + disc_weight * disc_loss
+    metrics.update(loss=loss, generator_loss=gen_loss, generator_accuracy=gen_acc, temperature=temperature,
+                   discriminator_weight=disc_weight)
     aux = dict(masked=masked, sampled=sampled, corrupted=corrupted, labels=labels,
                generator_logits=gen_logits, discriminator_logits=disc_logits)
     return loss, (metrics, aux)
 
 
-def mlm_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False):
+def mlm_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False, step=None):
     """BERT's masked-LM objective: 80% [MASK], 10% random token, 10% unchanged."""
     k_mask, k_drop = jax.random.split(rng)
     masked = mask_tokens(k_mask, batch, cfg, mask_frac=0.8, random_frac=0.1)

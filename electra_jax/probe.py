@@ -30,7 +30,7 @@ def mean_pooled_features(cfg, params, arrays: dict, batch_size: int = 256) -> np
                            for s in range(0, len(arrays["input_ids"]), batch_size)])
 
 
-def probe_task(config):
+def classification_task(config):
     """config's task, which must be a classification: the probe is a classifier."""
     task = get_task(config)
     if task.kind != "classification":
@@ -45,7 +45,7 @@ def frozen_probe_accuracy(config, from_scratch: bool = False) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    task = probe_task(config)
+    task = classification_task(config)
     cfg, params, tokenizer, _ = load_encoder(config.init)
     if from_scratch:
         ids = jnp.zeros((1, config.max_seq_length), jnp.int32)

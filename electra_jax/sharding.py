@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import flax.linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from electra_jax.config import ConfigError
@@ -46,7 +48,6 @@ def make_mesh(config, devices=None) -> Mesh:
     num_slices = int(config.mesh.get("num_slices", 1))
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if num_slices > 1:  # multi-slice TPU: data parallel across slices over DCN, the rest inside a slice
-        from jax.experimental import mesh_utils
         if shape[0] % num_slices:
             raise ConfigError(f"mesh.data={shape[0]} must be a multiple of mesh.num_slices={num_slices}")
         ici = (shape[0] // num_slices, shape[1], shape[2])
@@ -63,6 +64,30 @@ def axis_rules(config) -> tuple:
 def logical_shardings(boxed_tree, mesh: Mesh, rules):
     """NamedShardings for a tree whose leaves are nn.Partitioned boxes (or unannotated arrays)."""
     return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
+
+
+class ShardedInit(NamedTuple):
+    init: Any          # rng -> the tree, unboxed and created directly on `shardings` (jitted, lazy)
+    shardings: Any     # NamedSharding per leaf, from the logical axis names
+    abstract: Any      # ShapeDtypeStruct per leaf (unboxed): nothing allocated
+
+
+def sharded_init(init_fn, mesh: Mesh, rules) -> ShardedInit:
+    """Plan the initialisation of init_fn(rng), a tree of logically annotated arrays, on the mesh:
+    every dimension is checked against its mesh axes first, and each array is later created on its
+    own devices (never gathered on one device first)."""
+    abstract = jax.eval_shape(init_fn, jax.random.key(0))
+    check_divisible(abstract, mesh, rules)
+    shardings = logical_shardings(abstract, mesh, rules)
+    init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=shardings)
+    return ShardedInit(init, shardings, strip_axis_names(abstract))
+
+
+def strip_axis_names(boxed_tree):
+    """The values inside nn.Partitioned boxes, with no sharding constraint applied (works on
+    abstract values and outside a mesh, unlike nn.meta.unbox)."""
+    is_box = lambda x: isinstance(x, nn.Partitioned)
+    return jax.tree.map(lambda x: x.value if is_box(x) else x, boxed_tree, is_leaf=is_box)
 
 
 def check_divisible(boxed_tree, mesh: Mesh, rules) -> None:
@@ -85,7 +110,6 @@ def place_subtrees(params: dict, loaded: dict, shardings: dict, source: str) -> 
     """`params` with the top-level subtrees in `loaded` (host arrays) replaced, each tensor's path
     and shape checked against the model's and placed on its sharding. `source` names the origin in
     errors."""
-    from electra_jax.config import ConfigError
     params = dict(params)
     for name, subtree in loaded.items():
         expected = dict(jax.tree_util.tree_flatten_with_path(params[name])[0])
@@ -112,6 +136,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def check_batch_size(name: str, size: int, mesh) -> None:
+    """The one batch rule: a global batch splits evenly over the data-parallel devices (data x fsdp;
+    tensor-parallel devices share their batch) and over the processes that each read their share."""
+    dp, processes = data_parallel_size(mesh), jax.process_count()
+    if size <= 0 or size % dp or size % processes:
+        raise ConfigError(f"{name}={size} must be a positive multiple of the data-parallel size {dp} "
+                          f"(mesh.data x mesh.fsdp)" + (f" and of the {processes} processes" if processes > 1 else ""))
 
 
 def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:

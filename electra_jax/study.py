@@ -24,11 +24,15 @@ import os
 
 import numpy as np
 
-from electra_jax import bench
-from electra_jax.checkpoint import export
+from electra_jax import probe
 from electra_jax.config import default_config
 from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
-from electra_jax.finetune.run import mean_std
+from electra_jax.export import export
+from electra_jax.finetune.config import finetune_config as base_finetune_config
+from electra_jax.finetune.run import finetune, mean_std
+from electra_jax.flops import train_flops_per_step
+from electra_jax.metrics_writer import read_metrics
+from electra_jax.train import pretrain
 
 OBJECTIVES = ("electra", "mlm")
 # The GLUE score of each task, as the GLUE leaderboard averages it.
@@ -44,7 +48,7 @@ def pretrain_config(study, objective: str, data_dir: str, vocab_size: int):
     c.data.update(dir=data_dir, seq_length=study.seq_length)
     c.train.update(study.train.to_dict())
     c.seed = study.seed
-    flops = bench.train_flops_per_step(c, vocab_size)["total"]
+    flops = train_flops_per_step(c, vocab_size)["total"]
     steps = max(study.budgets, int(round(study.pretrain_flops / flops)))
     # keep every checkpoint: a preemption adds one, and it must not push a budget's out
     c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / study.budgets), keep_checkpoints=0,
@@ -59,8 +63,7 @@ def budget_steps(config) -> list[int]:
 
 
 def finetune_config(study, task: str, init: str):
-    from electra_jax.finetune.config import finetune_config as base
-    c = base(task)
+    c = base_finetune_config(task)
     c.init, c.num_seeds, c.seed = init, study.seeds, study.seed
     c.max_seq_length = study.finetune.max_seq_length
     c.data.update(dir=study.glue_dir, max_train_examples=study.finetune.max_train_examples,
@@ -75,26 +78,23 @@ def task_score(summary: dict, task: str) -> tuple[float, float, list[float]]:
     return (*mean_std(per_seed), per_seed.tolist())
 
 
-def probe_task(study) -> str:
+def study_probe_task(study) -> str:
     """The frozen-feature probe's task; '' (no probe) for study configs written before it existed."""
     return study.get("probe_task", "")
 
 
 def check_study(study) -> None:
     """What would otherwise fail after the pretraining: the plot's and the probe's libraries, the probe task."""
-    needs = ["matplotlib"] + (["sklearn"] if probe_task(study) else [])
+    needs = ["matplotlib"] + (["sklearn"] if study_probe_task(study) else [])
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"electra-jax study needs {', '.join(missing)}, which is not installed: "
                          f"pip install 'electra-jax[study]'")
-    if probe_task(study):
-        from electra_jax import probe
-        probe.probe_task(finetune_config(study, probe_task(study), ""))
+    if study_probe_task(study):
+        probe.classification_task(finetune_config(study, study_probe_task(study), ""))
 
 
 def run_study(study, workdir: str) -> dict:
-    from electra_jax.finetune.run import finetune
-    from electra_jax.train import pretrain
     check_study(study)
     workdir = os.path.abspath(workdir)
     data_dir = os.path.join(workdir, "data")
@@ -137,7 +137,7 @@ def run_study(study, workdir: str) -> dict:
                 finetune_once(objective, step, step * step_flops, task, export_dir)
     for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
         finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
-    if probe_task(study):
+    if study_probe_task(study):
         probe_all(study, workdir, budgets, results, results_file)
     table = markdown_table(results, study.tasks)
     pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every, probe=results.get("probe", {}))
@@ -151,14 +151,13 @@ def run_study(study, workdir: str) -> dict:
 
 def probe_all(study, workdir: str, budgets: dict, results: dict, results_file: str) -> None:
     """The frozen-feature probe of every budget's encoder and of random weights, once each."""
-    from electra_jax.probe import frozen_probe_accuracy
-    probe = results.setdefault("probe", {})
+    accuracies = results.setdefault("probe", {})
     encoders = [(f"{o}/{step}", os.path.join(workdir, "exports", o, str(step)), False)
                 for o, steps in budgets.items() for step in steps]
     encoders.append(("scratch/0", encoders[-1][1], True))
     for key, init, from_scratch in encoders:
-        if key not in probe:
-            probe[key] = frozen_probe_accuracy(finetune_config(study, probe_task(study), init), from_scratch)
+        if key not in accuracies:
+            accuracies[key] = probe.frozen_probe_accuracy(finetune_config(study, study_probe_task(study), init), from_scratch)
             with open(results_file, "w") as f:
                 json.dump(results, f, indent=2)
 
@@ -188,9 +187,9 @@ def markdown_table(results: dict, tasks) -> str:
 
 
 def probe_caption(study) -> str:
-    if not probe_task(study):
+    if not study_probe_task(study):
         return ""
-    return (f", and the {probe_task(study)} dev accuracy (%) of a logistic regression on the encoder's frozen, "
+    return (f", and the {study_probe_task(study)} dev accuracy (%) of a logistic regression on the encoder's frozen, "
             f"mean-pooled last hidden states")
 
 
@@ -204,7 +203,6 @@ def pretraining_table(workdir: str, budgets: dict, window: int, probe: dict) -> 
     """Per objective and budget step: the masked-LM accuracy (ELECTRA: its generator's); for ELECTRA,
     the discriminator's loss beside the class-prior loss, and its recall of replaced tokens; and the
     frozen-feature probe's accuracy when there is one (with random weights in the last row)."""
-    from electra_jax.metrics_writer import read_metrics
 
     def probed(key):
         return f"{100 * probe[key]:.1f}" if key in probe else "–"

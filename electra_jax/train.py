@@ -10,25 +10,27 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from electra_jax import bench, config as config_lib, sharding, warm_start
+from electra_jax import config as config_lib, sharding, warm_start, workdir as workdir_lib
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError
 from electra_jax.data.prepare import load_metadata
+from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.metrics_writer import MetricsWriter
 from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
 from electra_jax.objective import LOSSES, ObjectiveConfig
 from electra_jax.optim import learning_rate_schedule, make_optimizer
+from electra_jax.progress import StepBar
 
 
 @flax.struct.dataclass
@@ -46,33 +48,49 @@ class NonFiniteError(RuntimeError):
 
 def build_model(config, vocab_size: int) -> nn.Module:
     disc, gen = model_configs(config, vocab_size)
-    return ElectraPretrainer(disc, gen) if config.objective == "electra" else MaskedLM(disc)
+    if config.objective == "mlm":
+        return MaskedLM(disc)
+    return ElectraPretrainer(disc, gen, config.model.get("embedding_sharing", "tied"))
 
 
-def build_training(config, vocab_size: int, special_ids: dict):
-    """(model, objective config, loss function, learning-rate schedule, optimizer) for a config."""
-    model = build_model(config, vocab_size)
-    obj_cfg = ObjectiveConfig.from_config(config, special_ids, vocab_size)
+class Training(NamedTuple):
+    """What a pretraining config builds: the model, its objective and the optimizer."""
+    model: nn.Module
+    objective: ObjectiveConfig
+    loss_fn: Callable
+    schedule: optax.Schedule
+    tx: optax.GradientTransformation
+
+
+def build_training(config, vocab_size: int, special_ids: dict) -> Training:
     schedule = learning_rate_schedule(config.train)
-    return model, obj_cfg, LOSSES[config.objective], schedule, make_optimizer(config.train, schedule)
+    return Training(build_model(config, vocab_size), ObjectiveConfig.from_config(config, special_ids, vocab_size),
+                    LOSSES[config.objective], schedule, make_optimizer(config.train, schedule))
+
+
+def init_params(model, seq_length: int, max_predictions: int, rng):
+    """Parameters, boxed with their logical axis names."""
+    ids = jnp.zeros((1, seq_length), jnp.int32)
+    return model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
 
 
 def init_train_state(model, tx, seq_length: int, max_predictions: int, rng) -> TrainState:
-    """Parameters (boxed with their logical axis names) and optimizer state."""
-    ids = jnp.zeros((1, seq_length), jnp.int32)
-    params = model.init(rng, ids, ids, jnp.ones_like(ids), jnp.zeros((1, max_predictions), jnp.int32))["params"]
+    """Parameters and optimizer state."""
+    params = init_params(model, seq_length, max_predictions, rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       skipped_steps=jnp.zeros((), jnp.int32), first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def create_train_state(model, tx, mesh, rules, seq_length: int, max_predictions: int, rng):
-    """Initialise directly into the shardings derived from the parameters' logical axis names."""
-    init = functools.partial(init_train_state, model, tx, seq_length, max_predictions)
-    abstract = jax.eval_shape(init, rng)
-    sharding.check_divisible(abstract.params, mesh, rules)
-    shardings = sharding.logical_shardings(abstract, mesh, rules)
-    state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
-    return state, shardings
+def plan_train_state(training: Training, seq_length: int, mesh, rules) -> sharding.ShardedInit:
+    """The train state's initialisation on the mesh (call inside jax.set_mesh and the axis rules)."""
+    return sharding.sharded_init(functools.partial(init_train_state, training.model, training.tx, seq_length,
+                                                   training.objective.max_predictions), mesh, rules)
+
+
+def create_train_state(training: Training, mesh, rules, seq_length: int, rng):
+    """(state, shardings): initialised directly on the shardings of the parameters' logical axes."""
+    plan = plan_train_state(training, seq_length, mesh, rules)
+    return plan.init(rng), plan.shardings
 
 
 def train_state_bytes(config, vocab_size: int, devices) -> dict:
@@ -80,26 +98,27 @@ def train_state_bytes(config, vocab_size: int, devices) -> dict:
     mesh (from the shardings alone; nothing is allocated)."""
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
-    model, obj, _, _, tx = build_training(config, vocab_size, dict(pad=0, unk=1, cls=2, sep=3, mask=4))
+    training = build_training(config, vocab_size, dict(pad=0, unk=1, cls=2, sep=3, mask=4))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        abstract = jax.eval_shape(lambda r: init_train_state(model, tx, config.data.seq_length,
-                                                             obj.max_predictions, r), jax.random.key(0))
-        shardings = sharding.logical_shardings(abstract, mesh, rules)
-    leaves = jax.tree.leaves(nn.meta.unbox(abstract))
+        plan = plan_train_state(training, config.data.seq_length, mesh, rules)
+    leaves = jax.tree.leaves(plan.abstract)
     total = sum(x.size * x.dtype.itemsize for x in leaves)
     per_device = dict.fromkeys(mesh.devices.flat, 0)
-    for leaf, sh in zip(leaves, jax.tree.leaves(shardings)):
+    for leaf, sh in zip(leaves, jax.tree.leaves(plan.shardings)):
         for device, index in sh.devices_indices_map(leaf.shape).items():
             per_device[device] += math.prod(len(range(*i.indices(n))) for i, n in zip(index, leaf.shape)) \
                 * leaf.dtype.itemsize
     return dict(total=total, per_device=max(per_device.values()))
 
 
-def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh):
+def make_train_step(training: Training, state_shardings, mesh):
+    model, loss_fn, obj_cfg, tx, schedule = (training.model, training.loss_fn, training.objective, training.tx,
+                                             training.schedule)
+
     def train_step(state: TrainState, batch: dict, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)  # one key per step, reproducible on resume
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg)
+        (loss, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg, step=state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
@@ -118,9 +137,9 @@ def make_train_step(model, loss_fn, obj_cfg, tx, schedule, state_shardings, mesh
                    out_shardings=(state_shardings, sharding.replicated(mesh)))
 
 
-def make_eval_step(model, loss_fn, obj_cfg, state_shardings, mesh):
+def make_eval_step(training: Training, state_shardings, mesh):
     def eval_step(params, batch, rng):
-        _, (metrics, _) = loss_fn(params, model, batch, rng, obj_cfg, deterministic=True)
+        _, (metrics, _) = training.loss_fn(params, training.model, batch, rng, training.objective, deterministic=True)
         return metrics
 
     return jax.jit(eval_step, in_shardings=(state_shardings.params, sharding.batch_sharding(mesh),
@@ -132,29 +151,26 @@ class Trainer:
 
     def __init__(self, config, workdir: str, devices=None):
         self.config, self.workdir = config, os.path.abspath(workdir)
+        config_lib.validate(config)  # the config's own values first, then against the data
         self.meta = load_metadata(config.data.dir)
         devices = list(devices if devices is not None else jax.devices())
         warm_start.configure(config)
         warm_start.check_vocabulary(config, self.meta["vocab_size"])
-        config_lib.validate(config, vocab_size=self.meta["vocab_size"], num_devices=len(devices))
+        config_lib.validate(config, vocab_size=self.meta["vocab_size"])
         if self.meta["seq_length"] != config.data.seq_length:
             raise config_lib.ConfigError(
                 f"data.seq_length={config.data.seq_length} but {config.data.dir} was prepared with "
                 f"seq_length={self.meta['seq_length']}")
         self.mesh = sharding.make_mesh(config, devices)
         self.rules = sharding.axis_rules(config)
-        dp = sharding.data_parallel_size(self.mesh)
-        if config.train.batch_size % dp:
-            raise config_lib.ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                                         f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
+        sharding.check_batch_size("train.batch_size", config.train.batch_size, self.mesh)
         self.local_batch = config.train.batch_size // jax.process_count()
         examples = self.meta["train"]["examples"] // jax.process_count()
         if examples < self.local_batch:
             raise DataError(f"{config.data.dir} has {self.meta['train']['examples']} training examples, fewer than "
                             f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
 
-        self.model, self.obj_cfg, self.loss_fn, self.schedule, self.tx = build_training(
-            config, self.meta["vocab_size"], self.meta["special_ids"])
+        self.training = build_training(config, self.meta["vocab_size"], self.meta["special_ids"])
 
     def dataset(self, split: str, *, repeat: bool = True, shuffle: bool = True):
         return pipeline.make_dataset(self.meta, split, local_batch_size=self.local_batch, seed=self.config.seed,
@@ -163,26 +179,24 @@ class Trainer:
 
     def init(self):
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return create_train_state(self.model, self.tx, self.mesh, self.rules, self.config.data.seq_length,
-                                      self.obj_cfg.max_predictions, jax.random.key(self.config.seed))
+            return create_train_state(self.training, self.mesh, self.rules, self.config.data.seq_length,
+                                      jax.random.key(self.config.seed))
 
     def run(self) -> dict:
         """Train to config.train.num_steps (resuming from the latest checkpoint); return final metrics."""
         cfg, t = self.config, self.config.train
-        os.makedirs(self.workdir, exist_ok=True)
-        if jax.process_index() == 0:
-            saved = cfg.to_dict()
-            saved["data"]["dir"] = self.meta["dir"]  # absolute: export and resume work from any directory
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                json.dump(saved, f, indent=2)
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return self._loop(cfg, t)
+        self.saved_config = cfg.to_dict()
+        self.saved_config["data"]["dir"] = self.meta["dir"]  # absolute: export and resume work from anywhere
+        lead = jax.process_index() == 0
+        with workdir_lib.locked(self.workdir) if lead else contextlib.nullcontext():
+            workdir_lib.check_resume(self.workdir, self.saved_config)
+            with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+                return self._loop(cfg, t)
 
     def _loop(self, cfg, t) -> dict:
         state, shardings = self.init()
-        train_step = make_train_step(self.model, self.loss_fn, self.obj_cfg, self.tx, self.schedule, shardings,
-                                     self.mesh)
-        eval_step = make_eval_step(self.model, self.loss_fn, self.obj_cfg, shardings, self.mesh)
+        train_step = make_train_step(self.training, shardings, self.mesh)
+        eval_step = make_eval_step(self.training, shardings, self.mesh)
         batch_sharding = sharding.batch_sharding(self.mesh)
         train_iter = iter(self.dataset("train"))
         ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=t.keep_checkpoints or None)
@@ -193,19 +207,20 @@ class Trainer:
         elif warm_start.enabled(cfg):
             state = warm_start.load_params(cfg, state, shardings)
         writer = MetricsWriter(self.workdir)
+        writer.forget_after(int(state.step))  # rows logged after the checkpoint a crash fell back to
         rng = jax.random.key(cfg.seed + 1)  # with the step number, the whole random state
         start = int(state.step)
         tokens_per_step = t.batch_size * cfg.data.seq_length
-        flops_per_step = bench.train_flops_per_step(cfg, self.meta["vocab_size"])["total"]
-        peak = bench.nominal_peak(self.mesh.devices.flat[0])  # None on CPUs and unknown devices
-        last_train, last_eval, preempted = {}, {}, False
-        bar = tqdm(total=t.num_steps, initial=start, desc="pretrain", unit="step",
-                   disable=jax.process_index() != 0, dynamic_ncols=True)
+        flops_per_step = train_flops_per_step(cfg, self.meta["vocab_size"])["total"]
+        peak = nominal_peak(self.mesh.devices.flat[0])  # None on CPUs and unknown devices
+        last_train, last_eval, preempted, config_saved = {}, {}, False, False
+        bar = StepBar(t.num_steps, start, "pretrain", disable=jax.process_index() != 0)
         tick, tick_step = time.perf_counter(), start
         with _stop_on_sigterm() as stop:
             for step in range(start, t.num_steps):
                 batch = sharding.global_batch(next(train_iter), batch_sharding)
                 state, metrics = train_step(state, batch, rng)
+                bar.dispatched(metrics["loss"])
                 done = step + 1
                 if done % t.log_every == 0 or done == t.num_steps:
                     last_train = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
@@ -225,7 +240,9 @@ class Trainer:
                 preempted = stop.requested or ckpt.reached_preemption(done)
                 if done % t.checkpoint_every == 0 or done == t.num_steps or preempted:
                     ckpt.save(done, state, train_iter, config=cfg.to_dict())
-                bar.update(1)
+                    if not config_saved and jax.process_index() == 0:  # config.json describes checkpoints
+                        workdir_lib.save_config(self.workdir, self.saved_config)
+                        config_saved = True
                 if preempted:
                     logging.warning("stop requested: saved step %d, exiting; rerun the same command to resume", done)
                     break
@@ -284,6 +301,5 @@ def pretrain(config, workdir: str) -> dict:
 
 
 def load_run_config(workdir: str):
-    import ml_collections
     with open(os.path.join(workdir, "config.json")) as f:
         return ml_collections.ConfigDict(json.load(f))

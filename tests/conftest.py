@@ -51,7 +51,7 @@ def tiny_config(data_dir: str = "/unused", **train):
 def pretrained_export(prepared, tmp_path_factory):
     """A tiny ELECTRA pretrained here for 30 steps on `prepared`, exported: the start of the
     inference and fine-tuning tests."""
-    from electra_jax.checkpoint import export
+    from electra_jax.export import export
     from electra_jax.train import pretrain
     root = tmp_path_factory.mktemp("pretrained")
     pretrain(tiny_config(prepared["dir"], num_steps=30, eval_every=1000, learning_rate=1e-3), str(root / "run"))

@@ -15,10 +15,10 @@ def state_on(spec, directory=None, restore=False):
     config = config_for(spec)
     mesh = sharding.make_mesh(config, jax.devices()[:int(np.prod([int(x.split("=")[1]) for x in spec.split(",")]))])
     rules = sharding.axis_rules(config)
-    model, obj, _, _, tx = build_training(config, VOCAB, SPECIAL)
+    training = build_training(config, VOCAB, SPECIAL)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         seed = 0 if not restore else 99  # a different init, so a restore that did nothing would show
-        state, shardings = create_train_state(model, tx, mesh, rules, SEQ, obj.max_predictions, jax.random.key(seed))
+        state, shardings = create_train_state(training, mesh, rules, SEQ, jax.random.key(seed))
         if restore:
             ckpt = Checkpointer(directory)
             state = ckpt.restore(abstract_like(state, shardings))

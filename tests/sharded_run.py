@@ -48,11 +48,11 @@ def run(mesh_spec: str, devices):
     config = config_for(mesh_spec)
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
-    model, obj, loss_fn, schedule, tx = build_training(config, VOCAB, SPECIAL)
+    training = build_training(config, VOCAB, SPECIAL)
     n, i = jax.process_count(), jax.process_index()
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, shardings = create_train_state(model, tx, mesh, rules, SEQ, obj.max_predictions, jax.random.key(0))
-        step = make_train_step(model, loss_fn, obj, tx, schedule, shardings, mesh)
+        state, shardings = create_train_state(training, mesh, rules, SEQ, jax.random.key(0))
+        step = make_train_step(training, shardings, mesh)
         losses = []
         for batch in global_batches():
             local = {k: v[i * BATCH // n:(i + 1) * BATCH // n] for k, v in batch.items()}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from electra_jax.bench import encoder_flops_per_token, train_flops_per_step
+from electra_jax.flops import encoder_flops_per_token, train_flops_per_step
 from electra_jax.config import default_config
 from electra_jax.model import ElectraEncoderModel, ModelConfig
 

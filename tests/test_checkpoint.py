@@ -133,13 +133,13 @@ def test_nonfinite_loss_policy(prepared, tmp_path, policy):
     # Poison exactly the 3rd batch: the pipeline is deterministic, so we know its first row.
     it = iter(trainer.dataset("train"))
     poisoned_row = [next(it) for _ in range(3)][-1]["input_ids"][0]
-    loss_fn = trainer.loss_fn
+    loss_fn = trainer.training.loss_fn
 
-    def poisoned(params, model, batch, rng, cfg, deterministic=False):
-        loss, aux = loss_fn(params, model, batch, rng, cfg, deterministic)
+    def poisoned(params, model, batch, rng, cfg, deterministic=False, step=None):
+        loss, aux = loss_fn(params, model, batch, rng, cfg, deterministic, step)
         hit = (batch["input_ids"][0] == poisoned_row).all()
         return loss + jax.numpy.where(hit, jax.numpy.inf, 0.0), aux
-    trainer.loss_fn = poisoned
+    trainer.training = trainer.training._replace(loss_fn=poisoned)
 
     if policy == "skip":
         result = trainer.run()

@@ -66,6 +66,20 @@ def test_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 1 and "num_steps" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_config_file_and_field_errors_are_one_line(tmp_path):
+    tiny = str(REPO / "configs" / "electra_tiny.py")
+    cases = [(["--config", tiny, "--config.train.foo=1"], "unknown config field 'train.foo'"),
+             (["--config", "missing.py"], "config file missing.py does not exist"),
+             (["--config", sys.executable], "cannot load the config file"),
+             (["--config", tiny, "--config.train.warmup_steps=-5", "--config.data.dir=d"],
+              "train.warmup_steps=-5 must not be negative")]
+    for args, message in cases:
+        r = run("pretrain", *args, "--workdir", "run", cwd=tmp_path)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-800:])
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_command_has_help(tmp_path):
     for command in (["pretrain"], ["finetune"], ["study"], ["bench", "step"], ["prepare"]):
         r = run(*command, "--help", cwd=tmp_path)

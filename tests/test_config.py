@@ -5,7 +5,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from electra_jax.config import ConfigError, default_config, generator_size, max_predictions, validate
-from electra_jax.sharding import mesh_shape
+from jax.sharding import AbstractMesh
+
+from electra_jax.sharding import MESH_AXES, check_batch_size, mesh_shape
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -22,15 +24,15 @@ def test_config_files_hold_the_paper_values():
     small, base, large = (load(f"electra_{s}.py", "--config.data.dir=/d") for s in ("small", "base", "large"))
     assert (small.model.hidden_size, small.model.num_layers, small.model.embedding_size) == (256, 12, 128)
     assert (small.train.learning_rate, small.train.batch_size, small.data.seq_length) == (5e-4, 128, 128)
-    assert generator_size(small) == dict(hidden_size=64, num_heads=1, intermediate_size=256)
+    assert generator_size(small) == dict(hidden_size=64, num_heads=1, intermediate_size=256, num_layers=12)
     assert max_predictions(small) == 19
-    assert generator_size(base) == dict(hidden_size=256, num_heads=4, intermediate_size=1024)
+    assert generator_size(base) == dict(hidden_size=256, num_heads=4, intermediate_size=1024, num_layers=12)
     assert (base.train.learning_rate, base.train.batch_size, base.train.num_steps) == (2e-4, 256, 766_000)
     assert (large.pretrain.mask_prob, large.train.batch_size, large.model.num_heads) == (0.25, 2048, 16)
     for c in (small, base, large):
         assert c.train.adam_eps == 1e-6 and c.train.weight_decay == 0.01 and c.train.warmup_steps == 10_000
         assert c.pretrain.discriminator_weight == 50.0 and c.train.grad_clip_norm == 1.0
-        validate(c, vocab_size=30522, num_devices=8)
+        validate(c, vocab_size=30522)
 
 
 def test_command_line_overrides():
@@ -47,7 +49,13 @@ def test_command_line_overrides():
     ("model.attention_impl", "jax", "has no attention dropout; set model.attention_dropout_rate=0"),
     ("model.attention_impl", "cudnn", "choose .flax. or .jax."),
     ("objective", "bert", "objective='bert'"),
-    ("train.batch_size", 30, "batch_size=30 is not divisible by the 8 devices"),
+    ("model.embedding_sharing", "shared", "embedding_sharing='shared'"),
+    ("pretrain.temperature_schedule", "exp", "temperature_schedule='exp'"),
+    ("pretrain.temperature_start", 0.0, "temperature_start=0.0 must be positive"),
+    ("pretrain.discriminator_warmup_steps", -1, "must not be negative"),
+    ("model.dropout_rate", 2.0, r"model.dropout_rate=2.0 must lie in \[0, 1\)"),
+    ("train.warmup_steps", -5, "train.warmup_steps=-5 must not be negative"),
+    ("train.keep_checkpoints", -1, "train.keep_checkpoints=-1 must be >= 0"),
     ("model.vocab_size", 999, "vocab_size=999 does not match the tokenizer's vocabulary of 1000"),
     ("data.dir", "", "data.dir is empty"),
     ("pretrain.mask_prob", 1.2, "mask_prob=1.2"),
@@ -58,7 +66,7 @@ def test_validation_names_the_field(field, value, message):
     section, _, key = field.rpartition(".")
     (c[section] if section else c)[key] = value
     with pytest.raises(ConfigError, match=message):
-        validate(c, vocab_size=1000, num_devices=8)
+        validate(c, vocab_size=1000)
 
 
 def test_mesh_must_fit_the_devices():
@@ -72,3 +80,18 @@ def test_mesh_must_fit_the_devices():
     mesh.update(data=2, fsdp=2, tensor=1)
     with pytest.raises(ConfigError, match="has 4 devices but 8 are available"):
         mesh_shape(mesh, 8)
+
+
+def test_one_batch_rule_counts_only_the_data_parallel_devices():
+    """Tensor-parallel devices share one batch: batch 2 on data=1 x tensor=4 is valid; the rule
+    lives in one place (sharding.check_batch_size), not also in validate()."""
+    tensor_parallel = AbstractMesh((1, 1, 4), MESH_AXES)
+    check_batch_size("train.batch_size", 2, tensor_parallel)
+    c = default_config("tiny")
+    c.data.dir = "/d"
+    c.train.batch_size = 2
+    c.mesh.update(data=1, tensor=4)
+    validate(c, vocab_size=1000)
+    with pytest.raises(ConfigError, match=r"train.batch_size=6 must be a positive multiple of the data-parallel "
+                                          r"size 4 \(mesh.data x mesh.fsdp\)"):
+        check_batch_size("train.batch_size", 6, AbstractMesh((2, 2, 2), MESH_AXES))

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tiny_config
 from electra_jax import hf, inference
-from electra_jax.checkpoint import export
+from electra_jax.export import export
 from electra_jax.config import ConfigError
 from electra_jax.train import Trainer, pretrain
 

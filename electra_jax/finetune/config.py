@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from electra_jax.config import ConfigError, default_config
+from electra_jax.config import default_config, need
 
 
 def finetune_config(task: str = "sst2") -> ml_collections.ConfigDict:
@@ -60,15 +60,12 @@ def resolved_hyperparameters(config, encoder_cfg) -> tuple[float, float]:
 
 def validate(config) -> None:
     t = config.train
-
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
-
     need(bool(config.init), "init is empty: give a pretraining workdir, an `electra-jax export` directory or a "
          "HuggingFace ELECTRA directory (--config.init=PATH)")
     need(config.data.source in ("files", "tfds"), f"data.source={config.data.source!r}: choose 'files' or 'tfds'")
     need(config.num_seeds >= 1, f"num_seeds={config.num_seeds} must be at least 1")
+    for name in ("dropout_rate", "attention_dropout_rate"):
+        need(0 <= config.model[name] < 1, f"model.{name}={config.model[name]} must lie in [0, 1)")
     need(config.max_seq_length >= 8, f"max_seq_length={config.max_seq_length} is too short (min 8)")
     need(t.batch_size > 0 and t.eval_batch_size > 0, "train.batch_size and train.eval_batch_size must be positive")
     need(t.epochs >= 0, f"train.epochs={t.epochs} must be >= 0 (0: the reference's per-task count)")

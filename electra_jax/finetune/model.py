@@ -5,9 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from electra_jax.model import ElectraEncoderModel, _dense
-
-KINDS = ("classification", "regression", "tagging", "span")
+from electra_jax.model import ElectraEncoderModel, dense_layer
 
 
 class TaskHead(nn.Module):
@@ -21,7 +19,7 @@ class TaskHead(nn.Module):
     def __call__(self, hidden, deterministic: bool):
         x = hidden[:, 0] if self.kind in ("classification", "regression") else hidden
         x = nn.Dropout(self.cfg.dropout_rate)(x, deterministic=deterministic)
-        logits = _dense(self.cfg, self.num_outputs, ("embed", None), "output")(x).astype(jnp.float32)
+        logits = dense_layer(self.cfg, self.num_outputs, ("embed", None), "output")(x).astype(jnp.float32)
         return logits[..., 0] if self.kind == "regression" else logits
 
 

@@ -9,8 +9,9 @@ import jax
 import numpy as np
 
 from electra_jax import hf
-from electra_jax.checkpoint import EXPORT_FORMAT, pretrained_networks
+from electra_jax.export import EXPORT_FORMAT, pretrained_networks
 from electra_jax.data.tokenizer import load_tokenizer
+from electra_jax.inference import load_network
 
 PREFERRED_PARTS = ("discriminator", "encoder")  # ELECTRA's discriminator, or the masked-LM baseline's encoder
 
@@ -24,7 +25,6 @@ def load_encoder(path: str):
     with open(config_file) as f:
         info = json.load(f)
     if info.get("format") == EXPORT_FORMAT:
-        from electra_jax.inference import load_network
         part = next(p for p in PREFERRED_PARTS if p in info["parts"])
         module, params, tokenizer = load_network(path, part)
         cfg, description = module.cfg, f"{part} of {path}"

@@ -8,6 +8,7 @@ WORKDIR/summary.json          per seed, and mean / std / median over seeds
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,13 +19,13 @@ import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from tqdm import tqdm
 
-from electra_jax import sharding
+from electra_jax import sharding, workdir as workdir_lib
 from electra_jax.config import ConfigError
 from electra_jax.data.corpus import DataError
 from electra_jax.finetune import config as config_lib
@@ -33,6 +34,7 @@ from electra_jax.finetune.model import FinetuneModel
 from electra_jax.finetune.pretrained import load_encoder
 from electra_jax.finetune.tasks import get_task
 from electra_jax.optim import layerwise_lr_decay, learning_rate_schedule, make_optimizer
+from electra_jax.progress import StepBar
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -89,7 +91,6 @@ def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding) -> dict:
 
 def _host(x) -> np.ndarray:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
@@ -111,10 +112,8 @@ class Finetuner:
         devices = list(devices if devices is not None else jax.devices())
         self.mesh = sharding.make_mesh(config, devices)
         self.rules = sharding.axis_rules(config)
-        for name, size in (("batch_size", config.train.batch_size), ("eval_batch_size", config.train.eval_batch_size)):
-            if size % sharding.data_parallel_size(self.mesh) or size % jax.process_count():
-                raise ConfigError(f"train.{name}={size} is not divisible by the data-parallel size "
-                                  f"{sharding.data_parallel_size(self.mesh)} and the {jax.process_count()} processes")
+        for name in ("batch_size", "eval_batch_size"):
+            sharding.check_batch_size(f"train.{name}", config.train[name], self.mesh)
         self.splits = {}
         for split in self.task.splits:  # train first: it may define the label set
             examples = self.task.read(split)
@@ -131,10 +130,12 @@ class Finetuner:
         self.learning_rate, self.lr_decay = config_lib.resolved_hyperparameters(config, self.encoder_cfg)
 
     def run(self) -> dict:
-        os.makedirs(self.workdir, exist_ok=True)
+        with workdir_lib.locked(self.workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> dict:
         if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                json.dump(self.config.to_dict(), f, indent=2)
+            workdir_lib.save_config(self.workdir, self.config.to_dict())
         seeds = [self.config.seed + i for i in range(self.config.num_seeds)]
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             self._build()
@@ -161,9 +162,8 @@ class Finetuner:
         """Model, optimizer, state shardings and the compiled steps: one set for all seeds."""
         self.model = FinetuneModel(self.encoder_cfg, kind=self.task.kind, num_outputs=self.task.num_outputs)
         self.tx = self._optimizer()
-        abstract = jax.eval_shape(self._init_fn, jax.random.key(0))
-        sharding.check_divisible(abstract.params, self.mesh, self.rules)
-        self.shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
+        self.plan = sharding.sharded_init(self._init_fn, self.mesh, self.rules)
+        self.shardings = self.plan.shardings
         self.steps = make_steps(self.model, self.tx, self.shardings, self.mesh)
 
     def _init_fn(self, rng):
@@ -173,7 +173,7 @@ class Finetuner:
 
     def _init_state(self, seed):
         """Random head, pretrained embeddings and encoder, placed on the mesh by their logical axes."""
-        state = jax.jit(lambda r: nn.meta.unbox(self._init_fn(r)), out_shardings=self.shardings)(jax.random.key(seed))
+        state = self.plan.init(jax.random.key(seed))
         if self.config.from_scratch:
             return state
         return state.replace(params=sharding.place_subtrees(state.params, self.pretrained, self.shardings.params,
@@ -189,15 +189,15 @@ class Finetuner:
         _, train_arrays, _ = self.splits["train"]
         rng = jax.random.key(seed + 1)
         history, best = [], None
-        bar = tqdm(total=self.steps_per_epoch * self.epochs, desc=f"{cfg.task} seed {seed}", unit="step",
-                   disable=jax.process_index() != 0, dynamic_ncols=True)
+        bar = StepBar(self.steps_per_epoch * self.epochs, desc=f"{cfg.task} seed {seed}",
+                      disable=jax.process_index() != 0)
         for epoch in range(1, self.epochs + 1):
             start, losses = time.perf_counter(), []
             order = grain.MapDataset.range(len(train_arrays["input_ids"])).shuffle(seed=seed * 1000 + epoch)
             for rows in order.batch(cfg.train.batch_size, drop_remainder=True):
                 state, loss = train_step(state, _local_rows(train_arrays, np.asarray(rows), batch_sharding), rng)
                 losses.append(loss)
-                bar.update(1)
+                bar.dispatched(loss)
             entry = dict(epoch=epoch, step=int(state.step), train_loss=float(np.mean(jax.device_get(losses))))
             # test sets have no labels: they are predicted only when an epoch is the new best
             outputs = {split: self.predict(predict, state.params, arrays) for split, (_, arrays, _) in
@@ -209,7 +209,7 @@ class Finetuner:
                 entry["dev"].update({f"{split}_{k}": v for k, v in task.evaluate(examples, aux, outputs[split]).items()})
             entry["seconds"] = time.perf_counter() - start
             history.append(entry)
-            bar.set_postfix({task.main_metric: f"{entry['dev'][task.main_metric]:.4f}"})
+            bar.set_postfix(**{task.main_metric: f"{entry['dev'][task.main_metric]:.4f}"})
             if best is None or entry["dev"][task.main_metric] > best["dev"][task.main_metric]:
                 best = entry
                 if "test" in self.splits:
