@@ -22,6 +22,8 @@ commands:
              (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate
   study      ELECTRA vs masked-LM pretraining at equal FLOPs, fine-tuned on GLUE tasks:
              --config configs/study/small_cpu.py --workdir DIR
+  search     the recipe search behind a study: short pretraining runs of candidate recipes at the
+             study's scale, ranked on held-out AUC, information gain and a frozen-feature probe
   predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
   convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
@@ -324,6 +326,15 @@ def cmd_study(argv: list[str]) -> dict:
     return result
 
 
+def cmd_search(argv: list[str]) -> dict:
+    fv = _pretrain_flags(argv, "search")
+    from electra_jax.study import run_search
+    result = run_search(fv.config, fv.workdir)
+    print("\n" + result["table"])
+    print(f"\ntable: {result['workdir']}/search.md, every number: {result['workdir']}/search.json")
+    return result
+
+
 def cmd_bench(argv: list[str]) -> dict:
     if not argv or argv[0] not in ("step", "data"):
         raise SystemExit("usage: electra-jax bench step --config C [--reference] [--config.a.b=v ...] | "
@@ -367,7 +378,7 @@ def cmd_bench(argv: list[str]) -> dict:
 
 COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
             "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert, "bench": cmd_bench,
-            "study": cmd_study}
+            "study": cmd_study, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

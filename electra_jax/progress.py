@@ -3,9 +3,12 @@
 jax dispatches asynchronously: counting dispatched steps makes a bar race ahead and then stall at
 every host sync, so its rate and ETA swing. StepBar keeps one step in flight (the host waits for
 step N-1 after queueing step N, so data loading still overlaps compute) and averages the rate over
-the whole run, so a pause for evaluation or a checkpoint does not throw the ETA off.
+the run since its first step finished (compiling is not a step), so a pause for evaluation or a
+checkpoint does not throw the ETA off.
 """
 from __future__ import annotations
+
+import time
 
 import jax
 from tqdm import tqdm
@@ -16,6 +19,7 @@ class StepBar:
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, dynamic_ncols=True,
                         smoothing=0)
         self.in_flight = None
+        self.timing = False
 
     def dispatched(self, output) -> None:
         """Call after queueing a step, with one of its outputs (e.g. its loss)."""
@@ -30,6 +34,8 @@ class StepBar:
             jax.block_until_ready(self.in_flight)
             self.bar.update(1)
             self.in_flight = None
+            if not self.timing:  # the rate counts from here: the first step includes compiling
+                self.bar.initial, self.bar.start_t, self.timing = self.bar.n, time.time(), True
 
     def close(self) -> None:
         self._finish_in_flight()

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from electra_jax import probe
-from electra_jax.config import default_config
+from electra_jax.config import ConfigError, default_config
 from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
 from electra_jax.export import export
 from electra_jax.finetune.config import finetune_config as base_finetune_config
@@ -40,18 +40,39 @@ TASK_SCORE = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"
               "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
 
 
-def pretrain_config(study, objective: str, data_dir: str, vocab_size: int):
-    """The pretraining config of one objective, with as many steps as the FLOP budget buys."""
+def apply_overrides(config, overrides) -> None:
+    """Set ("section.field", value) pairs, as `--config.section.field=value` would."""
+    for name, value in overrides:
+        *sections, field = name.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        if field not in node:
+            raise ConfigError(f"recipe override {name}: the config has no such field")
+        node[field] = value
+
+
+def recipe(study, objective: str) -> tuple:
+    """The study config's overrides for one objective (its recipe); () in configs written before."""
+    return tuple(study.get("recipe", {}).get(objective, ()))
+
+
+def pretrain_config(study, objective: str, data_dir: str, vocab_size: int, overrides=None, flops_budget=None,
+                    budgets=None):
+    """The pretraining config of one objective (its recipe, or `overrides` instead), with as many
+    steps as the FLOP budget buys and a checkpoint at each of `budgets` equal parts of it."""
+    budgets = budgets or study.budgets
     c = default_config(study.size)
     c.objective = objective
     c.model.update(study.model.to_dict())
     c.data.update(dir=data_dir, seq_length=study.seq_length)
     c.train.update(study.train.to_dict())
     c.seed = study.seed
+    apply_overrides(c, recipe(study, objective) if overrides is None else overrides)
     flops = train_flops_per_step(c, vocab_size)["total"]
-    steps = max(study.budgets, int(round(study.pretrain_flops / flops)))
+    steps = max(budgets, int(round((flops_budget or study.pretrain_flops) / flops)))
     # keep every checkpoint: a preemption adds one, and it must not push a budget's out
-    c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / study.budgets), keep_checkpoints=0,
+    c.train.update(num_steps=steps, checkpoint_every=math.ceil(steps / budgets), keep_checkpoints=0,
                    warmup_steps=int(study.warmup_fraction * steps), eval_every=steps)
     return c, flops
 
@@ -94,14 +115,86 @@ def check_study(study) -> None:
         probe.classification_task(finetune_config(study, study_probe_task(study), ""))
 
 
-def run_study(study, workdir: str) -> dict:
-    check_study(study)
-    workdir = os.path.abspath(workdir)
+def study_data(study, workdir: str) -> dict:
+    """The study's corpus, tokenized and packed once in WORKDIR/data; its metadata."""
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "metadata.json")):
         prepare(PrepareOptions(inputs=list(study.corpus), output_dir=data_dir, vocab_size=study.vocab_size,
                                seq_length=study.seq_length, eval_fraction=0.01))
-    meta = load_metadata(data_dir)
+    return load_metadata(data_dir)
+
+
+def run_search(study, workdir: str) -> dict:
+    """The recipe search: a short pretraining run of every candidate in `study.search.candidates`
+    at the study's scale (same data, model and FLOPs each), read on held-out pretraining signals
+    (the discriminator's AUC and information gain, the masked-LM loss) and the frozen-feature
+    probe. No fine-tuning and no dev-set score: the study's comparison is run once, afterwards.
+
+    WORKDIR/search/NAME/ the runs, WORKDIR/search.json every number, WORKDIR/search.md the table."""
+    check_study(study)
+    workdir = os.path.abspath(workdir)
+    meta = study_data(study, workdir)
+    results_file = os.path.join(workdir, "search.json")
+    results = {}
+    if os.path.exists(results_file):
+        with open(results_file) as f:
+            results = json.load(f)
+    for name, objective, overrides in study.search.candidates:
+        if name in results:
+            continue
+        config, step_flops = pretrain_config(study, objective, meta["dir"], meta["vocab_size"], overrides=overrides,
+                                             flops_budget=study.search.flops, budgets=1)
+        run_dir = os.path.join(workdir, "search", name)
+        logging.info("search %s (%s): %d steps, %s", name, objective, config.train.num_steps, overrides)
+        outcome = pretrain(config, run_dir)
+        if outcome["preempted"]:
+            raise SystemExit("the search was stopped; rerun the same command to resume it")
+        export_dir = os.path.join(workdir, "search_exports", name)
+        if not os.path.exists(export_dir):
+            export(run_dir, export_dir)
+        accuracy = None
+        if study_probe_task(study):
+            accuracy = probe.frozen_probe_accuracy(finetune_config(study, study_probe_task(study), export_dir))
+        results[name] = dict(objective=objective, overrides=[list(o) for o in overrides],
+                             steps=config.train.num_steps, flops=config.train.num_steps * step_flops,
+                             eval=outcome["eval"], probe=accuracy)
+        with open(results_file, "w") as f:
+            json.dump(results, f, indent=2)
+    table = search_table(results)
+    with open(os.path.join(workdir, "search.md"), "w") as f:
+        f.write(table + "\n")
+    return dict(results=results, table=table, workdir=workdir)
+
+
+def search_table(results: dict) -> str:
+    """One row per candidate, ELECTRA's ranked by held-out AUC, then the masked-LM ones by held-out loss."""
+    def recipe_text(overrides):
+        return ", ".join(f"{k}={v}" for k, v in overrides) or "reference"
+
+    def probed(r):
+        return f"{100 * r['probe']:.1f}" if r["probe"] is not None else "–"
+    lines = ["| candidate | recipe | steps | held-out AUC | information gain (nats) | recall | "
+             "masked-LM accuracy | masked-LM loss | frozen-feature probe |", "|---|---|---|---|---|---|---|---|---|"]
+    electra = sorted((n for n, r in results.items() if r["objective"] == "electra"),
+                     key=lambda n: -results[n]["eval"]["discriminator_auc"])
+    mlm = sorted((n for n, r in results.items() if r["objective"] == "mlm"), key=lambda n: results[n]["eval"]["loss"])
+    for name in electra:
+        r, e = results[name], results[name]["eval"]
+        lines.append(f"| {name} | {recipe_text(r['overrides'])} | {r['steps']} | {e['discriminator_auc']:.3f} | "
+                     f"{e['discriminator_information_gain']:.4f} | {e['discriminator_recall']:.3f} | "
+                     f"{e['generator_accuracy']:.3f} (generator) | {e['generator_loss']:.3f} | {probed(r)} |")
+    for name in mlm:
+        r, e = results[name], results[name]["eval"]
+        lines.append(f"| {name} | {recipe_text(r['overrides'])} | {r['steps']} | – | – | – | {e['mlm_accuracy']:.3f} | "
+                     f"{e['mlm_loss']:.3f} | {probed(r)} |")
+    return "\n".join(lines)
+
+
+def run_study(study, workdir: str) -> dict:
+    check_study(study)
+    workdir = os.path.abspath(workdir)
+    meta = study_data(study, workdir)
+    data_dir = meta["dir"]
     results_file = os.path.join(workdir, "results.json")
     results = {"runs": {}}
     if os.path.exists(results_file):

@@ -17,7 +17,7 @@ def read_examples(meta, split="train"):
     out = []
     for f in meta[split]["files"]:
         reader = ArrayRecordReader(os.path.join(meta["dir"], f))
-        out += [packing.decode_record(r, meta["seq_length"]) for r in reader.read_all()]
+        out += [pipeline.decode_record(r, meta["seq_length"]) for r in reader.read_all()]
         reader.close()
     return out
 
@@ -63,8 +63,8 @@ def test_build_example_splits_segments_as_the_reference():
 
 
 def test_record_round_trip():
-    rec = packing.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3)
-    ex = packing.decode_record(rec, 12)
+    rec = pipeline.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3)
+    ex = pipeline.decode_record(rec, 12)
     np.testing.assert_array_equal(ex["input_ids"], [2, 5, 6, 7, 3, 8, 9, 3, 0, 0, 0, 0])
     np.testing.assert_array_equal(ex["attention_mask"], [1] * 8 + [0] * 4)
     np.testing.assert_array_equal(ex["token_type_ids"], [0] * 5 + [1] * 3 + [0] * 4)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from electra_jax.data import tasks as readers
+from electra_jax.data import task_readers as readers
 from electra_jax.data.corpus import DataError
 from electra_jax.data.tokenizer import load_tokenizer
 from electra_jax.finetune import features

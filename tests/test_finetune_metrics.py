@@ -58,7 +58,7 @@ def test_conlleval_chunks(tags, expected):
 
 def test_entity_metrics_match_seqeval(shared_data):
     seqeval = pytest.importorskip("seqeval.metrics")
-    from electra_jax.data.tasks import read_conll
+    from electra_jax.data.task_readers import read_conll
     gold = [s["tags"] for s in read_conll(str(shared_data / "conll2003" / "valid.txt"))[:400]]
     rs = np.random.RandomState(0)
     kinds = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from electra_jax.config import ConfigError
-from electra_jax.study import budget_steps, pretrain_config, run_study
+from electra_jax.study import budget_steps, pretrain_config, run_search, run_study
 
 
 def smoke_config(shared_data):
@@ -86,3 +86,35 @@ def test_a_regression_probe_task_is_refused_before_any_work(shared_data, tmp_pat
     with pytest.raises(ConfigError, match="task='stsb'.*classification"):
         run_study(c, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_recipe_overrides_reach_the_pretraining_config_and_unknown_fields_are_refused(shared_data):
+    c = smoke_config(shared_data)
+    c.recipe.electra = (("model.embedding_sharing", "gdes"), ("train.learning_rate", 3e-4))
+    electra, _ = pretrain_config(c, "electra", "/unused", 600)
+    mlm, _ = pretrain_config(c, "mlm", "/unused", 600)
+    assert (electra.model.embedding_sharing, electra.train.learning_rate) == ("gdes", 3e-4)
+    assert (mlm.model.embedding_sharing, mlm.train.learning_rate) == ("tied", c.train.learning_rate)
+    c.recipe.electra = (("train.learning_rat", 1.0),)
+    with pytest.raises(ConfigError, match="recipe override train.learning_rat: the config has no such field"):
+        pretrain_config(c, "electra", "/unused", 600)
+
+
+def test_search_smoke_run(shared_data, tmp_path):
+    c = smoke_config(shared_data)
+    c.search.flops = 6e9  # about 10 steps each
+    c.search.candidates = (("reference", "electra", ()),
+                           ("gdes", "electra", (("model.embedding_sharing", "gdes"),)),
+                           ("mlm_reference", "mlm", ()))
+    result = run_search(c, str(tmp_path))
+    found = json.loads((tmp_path / "search.json").read_text())
+    assert sorted(found) == ["gdes", "mlm_reference", "reference"]
+    saved = json.loads((tmp_path / "search" / "gdes" / "config.json").read_text())
+    assert saved["model"]["embedding_sharing"] == "gdes"
+    for name, r in found.items():
+        assert 0 <= r["probe"] <= 1 and r["flops"] == pytest.approx(6e9, rel=0.2)
+        assert (r["objective"] == "mlm") == ("mlm_loss" in r["eval"])
+    rows = result["table"].splitlines()[2:]
+    aucs = [float(row.split(" | ")[3]) for row in rows[:2]]
+    assert aucs == sorted(aucs, reverse=True) and rows[2].startswith("| mlm_reference")
+    assert (tmp_path / "search.md").read_text() == result["table"] + "\n"

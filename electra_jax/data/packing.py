@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-
 
 def split_long(sentence: list[int], limit: int) -> list[list[int]]:
     return [sentence[i:i + limit] for i in range(0, len(sentence), limit)] or [[]]
@@ -53,21 +51,3 @@ class DocumentPacker:
                 random_length = self.rng.random() < 0.05
                 self.target_length = self.rng.randint(5, self.max_length) if random_length else self.max_length
         return examples
-
-
-def encode_record(first: list[int], second: list[int], cls_id: int, sep_id: int) -> bytes:
-    """int32 record: [length of segment A incl. [CLS] and its [SEP], token ids...]."""
-    tokens = [cls_id] + first + [sep_id] + (second + [sep_id] if second else [])
-    return np.asarray([len(first) + 2] + tokens, dtype=np.int32).tobytes()
-
-
-def decode_record(record: bytes, seq_length: int) -> dict:
-    """A record -> padded input_ids, attention_mask, token_type_ids (int32, [seq_length])."""
-    data = np.frombuffer(record, dtype=np.int32)
-    first_len, tokens = int(data[0]), data[1:seq_length + 1]
-    n = len(tokens)
-    input_ids = np.zeros(seq_length, np.int32)
-    input_ids[:n] = tokens
-    attention_mask = (np.arange(seq_length) < n).astype(np.int32)
-    token_type_ids = ((np.arange(seq_length) >= first_len) & (attention_mask > 0)).astype(np.int32)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)

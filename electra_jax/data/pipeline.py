@@ -1,4 +1,4 @@
-"""grain input pipeline over prepared ArrayRecord shards.
+"""The examples' record format and the grain pipeline that reads prepared ArrayRecord shards.
 
 Each process reads only its slice of the examples; the shuffle is seeded and re-seeded every epoch;
 the iterator's position is part of the checkpoint, so a resumed run sees exactly the batches the
@@ -10,9 +10,27 @@ import functools
 import os
 
 import grain
+import numpy as np
 
-from electra_jax.data import packing
 from electra_jax.data.corpus import DataError
+
+
+def encode_record(first: list[int], second: list[int], cls_id: int, sep_id: int) -> bytes:
+    """int32 record: [length of segment A incl. [CLS] and its [SEP], token ids...]."""
+    tokens = [cls_id] + first + [sep_id] + (second + [sep_id] if second else [])
+    return np.asarray([len(first) + 2] + tokens, dtype=np.int32).tobytes()
+
+
+def decode_record(record: bytes, seq_length: int) -> dict:
+    """A record -> padded input_ids, attention_mask, token_type_ids (int32, [seq_length])."""
+    data = np.frombuffer(record, dtype=np.int32)
+    first_len, tokens = int(data[0]), data[1:seq_length + 1]
+    n = len(tokens)
+    input_ids = np.zeros(seq_length, np.int32)
+    input_ids[:n] = tokens
+    attention_mask = (np.arange(seq_length) < n).astype(np.int32)
+    token_type_ids = ((np.arange(seq_length) >= first_len) & (attention_mask > 0)).astype(np.int32)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
 def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, shuffle: bool = True,
@@ -27,7 +45,7 @@ def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, sh
     ds = ds[process_index::process_count]
     if repeat:
         ds = ds.repeat(None)
-    ds = ds.map(functools.partial(packing.decode_record, seq_length=meta["seq_length"]))
+    ds = ds.map(functools.partial(decode_record, seq_length=meta["seq_length"]))
     ds = ds.batch(local_batch_size, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
     if worker_count > 0:

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from electra_jax.data import corpus, packing
+from electra_jax.data import corpus, packing, pipeline
 from electra_jax.data.corpus import DataError
 from electra_jax.data.tokenizer import SPM_FILE, BaseTokenizer, load_tokenizer, train_sentencepiece
 
@@ -89,7 +89,7 @@ def _pack_chunk(task) -> tuple[list[bytes], list[bytes], int]:
         for first, second in packer.pack(ids):
             # Held out per example, not per document: a corpus may be a few huge documents.
             target = held_out if rng.random() < eval_fraction else train
-            target.append(packing.encode_record(first, second, cls_id, sep_id))
+            target.append(pipeline.encode_record(first, second, cls_id, sep_id))
             tokens += len(first) + len(second)
     return train, held_out, tokens
 

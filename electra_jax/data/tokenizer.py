@@ -93,10 +93,15 @@ class Tokenizer(BaseTokenizer):
     def save_for_transformers(self, directory: str) -> None:
         """tokenizer.json (a `tokenizers` Unigram model with this vocabulary and scores) that
         transformers' PreTrainedTokenizerFast loads, plus the SentencePiece model itself."""
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, processors
+        from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, processors
         vocab = [(self.sp.id_to_piece(i), self.sp.get_score(i)) for i in range(self.vocab_size)]
         tok = HFTokenizer(models.Unigram(vocab, unk_id=self.special_ids["unk"], byte_fallback=False))
-        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r" {2,}", " ")])
+        # SentencePiece's nmt_nfkc with remove_extra_whitespaces: NFKC, any whitespace run (tabs and
+        # newlines too) to one space, none at either end. The rule must be a Regex: a plain string
+        # is matched literally. Stripping also applies to each piece between special tokens, as
+        # electra-jax encodes the text around a [MASK].
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                               normalizers.Strip()])
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
         tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
         tok.add_special_tokens(list(SPECIAL_TOKENS.values()))

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from electra_jax.config import ConfigError
-from electra_jax.data import tasks as readers
+from electra_jax.data import task_readers as readers
 from electra_jax.data.corpus import DataError
 from electra_jax.finetune import features, metrics, squad
 

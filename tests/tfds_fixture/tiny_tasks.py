@@ -45,7 +45,7 @@ class TinyConll(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(0, 300), "validation": self._generate_examples(300, 400)}
 
     def _generate_examples(self, start, stop):
-        from electra_jax.data.tasks import read_conll
+        from electra_jax.data.task_readers import read_conll
         for i, s in enumerate(read_conll(_shared("conll2003", "valid.txt"))[start:stop]):
             yield i, {"tokens": s["words"], "ner": s["tags"]}
 
