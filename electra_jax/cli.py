@@ -215,7 +215,7 @@ def cmd_demo(argv: list[str]) -> dict:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--vocab_size", type=int, default=4000)
     a = p.parse_args(argv)
-    from electra_jax.config import default_config
+    from electra_jax.config import SMALL_BUDGET_RECIPE, apply_overrides, default_config
     from electra_jax.data import stdlib_corpus
     from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
 
@@ -232,8 +232,9 @@ def cmd_demo(argv: list[str]) -> dict:
     meta = load_metadata(data_dir)
     print(f"    {meta['train']['examples']} training / {meta['eval']['examples']} held-out examples of 128 tokens")
     config = default_config("tiny")
+    apply_overrides(config, SMALL_BUDGET_RECIPE)  # what the recipe search chose for runs this short
     config.data.dir = data_dir
-    config.train.update(num_steps=a.steps, warmup_steps=min(100, a.steps // 10), eval_every=max(1, a.steps // 4),
+    config.train.update(num_steps=a.steps, warmup_steps=a.steps // 10, eval_every=max(1, a.steps // 4),
                         checkpoint_every=max(1, a.steps // 2))
     print(f"3/3 pretraining ELECTRA-Tiny for {a.steps} steps (batch {config.train.batch_size}, 128 tokens) ...")
     from electra_jax.train import pretrain

@@ -30,6 +30,14 @@ TRAINING_BY_SIZE = {
 }
 
 
+# The ELECTRA recipe for runs of minutes to hours on a CPU, chosen by the recipe search at the CPU
+# study's scale (docs/study.md, `electra-jax search`): Adam with bias correction at a 3x lower
+# learning rate, and gradient-disentangled embedding sharing. configs/electra_tiny.py, the demo and
+# the CPU study use it; default_config() and the paper-size configs keep the reference recipe.
+SMALL_BUDGET_RECIPE = (("train.bias_correction", True), ("train.learning_rate", 3e-4),
+                       ("model.embedding_sharing", "gdes"))
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
 
@@ -135,6 +143,18 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         ("heads", "tensor"),
     )
     return c
+
+
+def apply_overrides(config, overrides) -> None:
+    """Set ("section.field", value) pairs, as `--config.section.field=value` would."""
+    for name, value in overrides:
+        *sections, field = name.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        if field not in node:
+            raise ConfigError(f"override {name}: the config has no such field")
+        node[field] = value
 
 
 def max_predictions(config) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from electra_jax.model import ElectraDiscriminator, ElectraEncoderModel, ElectraGenerator, ModelConfig
 
@@ -76,7 +77,6 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
     safetensors_file = os.path.join(path, "model.safetensors")
     torch_file = os.path.join(path, "pytorch_model.bin")
     if os.path.isfile(safetensors_file):
-        from safetensors.numpy import load_file
         return load_file(safetensors_file)
     if os.path.isfile(torch_file):
         import torch
@@ -122,7 +122,6 @@ def load(path: str, architecture: str | None = None):
 
 def save(module, params, path: str, tokenizer=None) -> None:
     """Write config.json, model.safetensors and (given a tokenizer) its files to `path`."""
-    from safetensors.numpy import save_file
     arch, head = _head_of(module)
     cfg = module.cfg
     prefix = "" if arch == "ElectraModel" else "electra."

@@ -5,6 +5,7 @@ import json
 import os
 
 import jax
+from tensorboardX import SummaryWriter
 
 
 class MetricsWriter:
@@ -14,7 +15,6 @@ class MetricsWriter:
         self.jsonl = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
             os.makedirs(workdir, exist_ok=True)
             self._tb = SummaryWriter(self.logdir)
 

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from electra_jax import probe
-from electra_jax.config import ConfigError, default_config
+from electra_jax.config import apply_overrides, default_config
 from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
 from electra_jax.export import export
 from electra_jax.finetune.config import finetune_config as base_finetune_config
@@ -38,18 +38,6 @@ OBJECTIVES = ("electra", "mlm")
 # The GLUE score of each task, as the GLUE leaderboard averages it.
 TASK_SCORE = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"), "stsb": ("pearson", "spearman"),
               "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
-
-
-def apply_overrides(config, overrides) -> None:
-    """Set ("section.field", value) pairs, as `--config.section.field=value` would."""
-    for name, value in overrides:
-        *sections, field = name.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        if field not in node:
-            raise ConfigError(f"recipe override {name}: the config has no such field")
-        node[field] = value
 
 
 def recipe(study, objective: str) -> tuple:
@@ -160,6 +148,14 @@ def run_search(study, workdir: str) -> dict:
                              eval=outcome["eval"], probe=accuracy)
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
+    if study_probe_task(study) and "random_weights" not in results and results:
+        # the bar every pretraining must clear: the same architecture with random weights
+        export_dir = os.path.join(workdir, "search_exports", next(iter(results)))
+        results["random_weights"] = dict(objective="none", overrides=[], steps=0, flops=0.0, eval={},
+                                         probe=probe.frozen_probe_accuracy(
+                                             finetune_config(study, study_probe_task(study), export_dir), True))
+        with open(results_file, "w") as f:
+            json.dump(results, f, indent=2)
     table = search_table(results)
     with open(os.path.join(workdir, "search.md"), "w") as f:
         f.write(table + "\n")
@@ -187,6 +183,8 @@ def search_table(results: dict) -> str:
         r, e = results[name], results[name]["eval"]
         lines.append(f"| {name} | {recipe_text(r['overrides'])} | {r['steps']} | – | – | – | {e['mlm_accuracy']:.3f} | "
                      f"{e['mlm_loss']:.3f} | {probed(r)} |")
+    if "random_weights" in results:
+        lines.append(f"| random weights | no pretraining | 0 | – | – | – | – | – | {probed(results['random_weights'])} |")
     return "\n".join(lines)
 
 

@@ -35,6 +35,15 @@ def test_config_files_hold_the_paper_values():
         validate(c, vocab_size=30522)
 
 
+def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference():
+    tiny = load("electra_tiny.py")
+    assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.model.embedding_sharing) == (True, 3e-4, "gdes")
+    for size in ("small", "base", "large"):
+        c = load(f"electra_{size}.py")
+        assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \
+            (False, "tied", "constant")
+
+
 def test_command_line_overrides():
     c = load("electra_tiny.py", "--config.train.batch_size=64", "--config.objective=mlm",
              "--config.model.generator_fraction=1.0")

@@ -96,7 +96,7 @@ def test_recipe_overrides_reach_the_pretraining_config_and_unknown_fields_are_re
     assert (electra.model.embedding_sharing, electra.train.learning_rate) == ("gdes", 3e-4)
     assert (mlm.model.embedding_sharing, mlm.train.learning_rate) == ("tied", c.train.learning_rate)
     c.recipe.electra = (("train.learning_rat", 1.0),)
-    with pytest.raises(ConfigError, match="recipe override train.learning_rat: the config has no such field"):
+    with pytest.raises(ConfigError, match="override train.learning_rat: the config has no such field"):
         pretrain_config(c, "electra", "/unused", 600)
 
 
@@ -108,13 +108,15 @@ def test_search_smoke_run(shared_data, tmp_path):
                            ("mlm_reference", "mlm", ()))
     result = run_search(c, str(tmp_path))
     found = json.loads((tmp_path / "search.json").read_text())
-    assert sorted(found) == ["gdes", "mlm_reference", "reference"]
+    assert sorted(found) == ["gdes", "mlm_reference", "random_weights", "reference"]
     saved = json.loads((tmp_path / "search" / "gdes" / "config.json").read_text())
     assert saved["model"]["embedding_sharing"] == "gdes"
+    assert 0 <= found.pop("random_weights")["probe"] <= 1
     for name, r in found.items():
         assert 0 <= r["probe"] <= 1 and r["flops"] == pytest.approx(6e9, rel=0.2)
         assert (r["objective"] == "mlm") == ("mlm_loss" in r["eval"])
     rows = result["table"].splitlines()[2:]
     aucs = [float(row.split(" | ")[3]) for row in rows[:2]]
     assert aucs == sorted(aucs, reverse=True) and rows[2].startswith("| mlm_reference")
+    assert rows[3].startswith("| random weights") and len(rows) == 4
     assert (tmp_path / "search.md").read_text() == result["table"] + "\n"

@@ -9,6 +9,8 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
+from electra_jax.config import SMALL_BUDGET_RECIPE
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -30,10 +32,10 @@ def get_config():
     c.probe_task = "sst2"
     # Each objective's recipe: (field, value) overrides of the reference defaults, chosen by the
     # recipe search below on held-out pretraining signals (docs/study.md), never on dev scores.
-    c.recipe = ml_collections.ConfigDict(dict(electra=(), mlm=()))
     # `electra-jax search --config configs/study/small_cpu.py --workdir runs/search`: one run per
     # candidate at 1/6 of the study's budget, on the same data and model.
     fast = (("train.bias_correction", True), ("train.learning_rate", 3e-4))
+    c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=fast))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -41,6 +43,7 @@ def get_config():
         ("small_generator", "electra", fast + (("model.generator_fraction", 0.125), ("model.generator_num_layers", 1))),
         ("mlm_reference", "mlm", ()),
         ("mlm_adam_3e-4", "mlm", fast),
+        ("tiny_generator", "electra", fast + (("model.generator_fraction", 0.0625), ("model.generator_num_layers", 1))),
         ("curriculum", "electra", fast + (("pretrain.temperature_schedule", "cosine"), ("pretrain.temperature_start", 3.0))),
         ("mask_25", "electra", fast + (("pretrain.mask_prob", 0.25),)),
     )))

@@ -19,6 +19,7 @@ import shutil
 from typing import Iterable, Iterator
 
 from tqdm import tqdm
+from array_record.python.array_record_module import ArrayRecordWriter
 
 from electra_jax.data import corpus, packing, pipeline
 from electra_jax.data.corpus import DataError
@@ -102,7 +103,6 @@ class _ShardWriter:
         self.paths, self.count, self._writer, self._in_shard = [], 0, None, 0
 
     def write(self, record: bytes) -> None:
-        from array_record.python.array_record_module import ArrayRecordWriter
         if self._writer is None or self._in_shard == self.per_shard:
             self._close_shard()
             path = os.path.join(self.directory, f"{self.split}-{len(self.paths):05d}.array_record")

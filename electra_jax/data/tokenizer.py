@@ -14,6 +14,8 @@ import shutil
 from typing import Iterable, Iterator
 
 import sentencepiece as spm
+from tokenizers import (BertWordPieceTokenizer, Regex, Tokenizer as HFTokenizer, decoders, models, normalizers,
+                        pre_tokenizers, processors)
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 SPM_FILE, WORDPIECE_FILE = "tokenizer.model", "vocab.txt"
@@ -93,7 +95,6 @@ class Tokenizer(BaseTokenizer):
     def save_for_transformers(self, directory: str) -> None:
         """tokenizer.json (a `tokenizers` Unigram model with this vocabulary and scores) that
         transformers' PreTrainedTokenizerFast loads, plus the SentencePiece model itself."""
-        from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, processors
         vocab = [(self.sp.id_to_piece(i), self.sp.get_score(i)) for i in range(self.vocab_size)]
         tok = HFTokenizer(models.Unigram(vocab, unk_id=self.special_ids["unk"], byte_fallback=False))
         # SentencePiece's nmt_nfkc with remove_extra_whitespaces: NFKC, any whitespace run (tabs and
@@ -122,7 +123,6 @@ class WordPieceTokenizer(BaseTokenizer):
     file_name = WORDPIECE_FILE
 
     def __init__(self, vocab_path: str, lowercase: bool = True):
-        from tokenizers import BertWordPieceTokenizer
         if not os.path.isfile(vocab_path):
             raise FileNotFoundError(f"vocabulary {vocab_path} does not exist")
         self.path, self.lowercase = vocab_path, lowercase
