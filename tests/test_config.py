@@ -37,7 +37,7 @@ def test_config_files_hold_the_paper_values():
 
 def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference():
     tiny = load("electra_tiny.py")
-    assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.model.embedding_sharing) == (True, 3e-4, "gdes")
+    assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.pretrain.mask_prob) == (True, 3e-4, 0.25)
     for size in ("small", "base", "large"):
         c = load(f"electra_{size}.py")
         assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \
