@@ -143,9 +143,12 @@ def run_search(study, workdir: str) -> dict:
         accuracy = None
         if study_probe_task(study):
             accuracy = probe.frozen_probe_accuracy(finetune_config(study, study_probe_task(study), export_dir))
+        # held-out metrics; a corpus whose held-out split is smaller than one batch has none, and
+        # then the last training batches stand in (marked in the table)
         results[name] = dict(objective=objective, overrides=[list(o) for o in overrides],
                              steps=config.train.num_steps, flops=config.train.num_steps * step_flops,
-                             eval=outcome["eval"], probe=accuracy)
+                             eval=outcome["eval"] or outcome["train"], held_out=bool(outcome["eval"]),
+                             probe=accuracy)
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
     if study_probe_task(study) and "random_weights" not in results and results:
@@ -167,21 +170,24 @@ def search_table(results: dict) -> str:
     def recipe_text(overrides):
         return ", ".join(f"{k}={v}" for k, v in overrides) or "reference"
 
+    def named(name):
+        return name if results[name].get("held_out", True) else f"{name} (training batches)"
+
     def probed(r):
         return f"{100 * r['probe']:.1f}" if r["probe"] is not None else "–"
     lines = ["| candidate | recipe | steps | held-out AUC | information gain (nats) | recall | "
              "masked-LM accuracy | masked-LM loss | frozen-feature probe |", "|---|---|---|---|---|---|---|---|---|"]
     electra = sorted((n for n, r in results.items() if r["objective"] == "electra"),
                      key=lambda n: -results[n]["eval"]["discriminator_auc"])
-    mlm = sorted((n for n, r in results.items() if r["objective"] == "mlm"), key=lambda n: results[n]["eval"]["loss"])
+    mlm = sorted((n for n, r in results.items() if r["objective"] == "mlm"), key=lambda n: results[n]["eval"]["mlm_loss"])
     for name in electra:
         r, e = results[name], results[name]["eval"]
-        lines.append(f"| {name} | {recipe_text(r['overrides'])} | {r['steps']} | {e['discriminator_auc']:.3f} | "
+        lines.append(f"| {named(name)} | {recipe_text(r['overrides'])} | {r['steps']} | {e['discriminator_auc']:.3f} | "
                      f"{e['discriminator_information_gain']:.4f} | {e['discriminator_recall']:.3f} | "
                      f"{e['generator_accuracy']:.3f} (generator) | {e['generator_loss']:.3f} | {probed(r)} |")
     for name in mlm:
         r, e = results[name], results[name]["eval"]
-        lines.append(f"| {name} | {recipe_text(r['overrides'])} | {r['steps']} | – | – | – | {e['mlm_accuracy']:.3f} | "
+        lines.append(f"| {named(name)} | {recipe_text(r['overrides'])} | {r['steps']} | – | – | – | {e['mlm_accuracy']:.3f} | "
                      f"{e['mlm_loss']:.3f} | {probed(r)} |")
     if "random_weights" in results:
         lines.append(f"| random weights | no pretraining | 0 | – | – | – | – | – | {probed(results['random_weights'])} |")

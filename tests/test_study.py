@@ -91,6 +91,7 @@ def test_a_regression_probe_task_is_refused_before_any_work(shared_data, tmp_pat
 def test_recipe_overrides_reach_the_pretraining_config_and_unknown_fields_are_refused(shared_data):
     c = smoke_config(shared_data)
     c.recipe.electra = (("model.embedding_sharing", "gdes"), ("train.learning_rate", 3e-4))
+    c.recipe.mlm = ()
     electra, _ = pretrain_config(c, "electra", "/unused", 600)
     mlm, _ = pretrain_config(c, "mlm", "/unused", 600)
     assert (electra.model.embedding_sharing, electra.train.learning_rate) == ("gdes", 3e-4)
