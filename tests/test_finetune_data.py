@@ -1,5 +1,6 @@
 """Fine-tuning readers and features on the real shared data, and the bad inputs."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from electra_jax.data import task_readers as readers
 from electra_jax.data.corpus import DataError
 from electra_jax.data.tokenizer import load_tokenizer
 from electra_jax.finetune import features
+from electra_jax.finetune.run import UNKNOWN_WARNING_SHARE, unknown_share, warn_unknown_tokens
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +127,25 @@ def test_squad_windows_map_every_answer_back(shared_data, tok):
             continue
         assert found.get(i) == {a["text"].strip()}, (a, found.get(i))
     assert inside_word < 0.03 * len(article)  # 13 of 898 here; 76 of 34,726 over the whole dev set
+
+
+def test_a_tokenizer_that_does_not_cover_the_text_is_reported(shared_data, tok, caplog):
+    """English SentencePiece (the fixture's) over Chinese reviews: most tokens are [UNK]; a warning
+    says so before training. English text stays under the threshold and is not reported."""
+    reviews = (shared_data / "chinese" / "waimai_10k.csv").read_text(encoding="utf-8").splitlines()[1:200]
+    english = (shared_data / "pretrain" / "gutenberg_nltk_tokenized" / "carroll-alice.txt").read_text().splitlines()[:200]
+
+    def arrays(texts):
+        ids = [t[:64] for t in tok.encode(texts)]
+        padded = np.zeros((len(ids), 64), np.int32)
+        for i, row in enumerate(ids):
+            padded[i, :len(row)] = row
+        return dict(input_ids=padded, attention_mask=(padded > 0).astype(np.int32) | (np.arange(64) == 0))
+
+    assert unknown_share(arrays(reviews), tok.special_ids["unk"]) > 0.3
+    assert unknown_share(arrays(english), tok.special_ids["unk"]) < UNKNOWN_WARNING_SHARE
+    with caplog.at_level(logging.WARNING):
+        warn_unknown_tokens(arrays(english), tok, "english-spm")
+        assert not caplog.records
+        warn_unknown_tokens(arrays(reviews), tok, "english-spm")
+    assert len(caplog.records) == 1 and "are [UNK] under the tokenizer of english-spm" in caplog.records[0].message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -95,6 +96,25 @@ def _host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+UNKNOWN_WARNING_SHARE = 0.03
+
+
+def unknown_share(arrays: dict, unk_id: int) -> float:
+    """The share of the real tokens that are [UNK]."""
+    real = arrays["attention_mask"] > 0
+    return float(np.sum((arrays["input_ids"] == unk_id) & real) / max(int(np.sum(real)), 1))
+
+
+def warn_unknown_tokens(arrays: dict, tokenizer, source: str) -> None:
+    """A tokenizer from another language or domain maps much of the text to [UNK], which the model
+    cannot read: say so before training (e.g. Chinese text through an English vocabulary)."""
+    share = unknown_share(arrays, tokenizer.special_ids["unk"])
+    if share > UNKNOWN_WARNING_SHARE:
+        logging.warning("%.0f%% of the training tokens are [UNK] under the tokenizer of %s: it does not cover "
+                        "this text's language or script; pretrain or prepare a tokenizer on such text", 100 * share,
+                        source)
+
+
 class Finetuner:
     """Reads, tokenizes and checks everything before the first compile."""
 
@@ -122,6 +142,7 @@ class Finetuner:
                 self.splits[split] = (examples, arrays, aux)
         if "dev" not in self.splits:
             raise DataError("no dev examples: give data.dev_file (or keep data.dev_fraction > 0)")
+        warn_unknown_tokens(self.splits["train"][1], self.tokenizer, self.source)
         n_train = len(self.splits["train"][1]["input_ids"])
         if n_train < config.train.batch_size:
             raise DataError(f"{n_train} training examples, fewer than one batch of {config.train.batch_size}")
