@@ -42,6 +42,10 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
 
 
+EMBEDDING_SHARING = ("tied", "gdes", "none")
+TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine")
+
+
 def need(ok: bool, message: str) -> None:
     """Raise ConfigError(message) unless ok: validation reads as a list of requirements."""
     if not ok:
@@ -195,16 +199,16 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"data.seq_length={config.data.seq_length} exceeds model.max_position_embeddings="
          f"{m.max_position_embeddings}")
     need(config.data.seq_length >= 8, f"data.seq_length={config.data.seq_length} is too short (min 8)")
-    need(m.get("embedding_sharing", "tied") in ("tied", "gdes", "none"),
-         f"model.embedding_sharing={m.get('embedding_sharing')!r}: choose 'tied', 'gdes' or 'none'")
-    need(m.get("generator_num_layers", 0) >= 0, f"model.generator_num_layers={m.get('generator_num_layers')} "
-         "must be positive (0: the discriminator's depth)")
+    need(m.embedding_sharing in EMBEDDING_SHARING,
+         f"model.embedding_sharing={m.embedding_sharing!r}: choose one of {EMBEDDING_SHARING}")
+    need(m.generator_num_layers >= 0,
+         f"model.generator_num_layers={m.generator_num_layers} must be positive (0: the discriminator's depth)")
     need(0 < p.mask_prob < 1, f"pretrain.mask_prob={p.mask_prob} must lie in (0, 1)")
-    need(p.temperature > 0 and p.get("temperature_start", 1.0) > 0,
-         f"pretrain.temperature={p.temperature} and temperature_start={p.get('temperature_start')} must be positive")
-    need(p.get("temperature_schedule", "constant") in ("constant", "linear", "cosine"),
-         f"pretrain.temperature_schedule={p.get('temperature_schedule')!r}: choose 'constant', 'linear' or 'cosine'")
-    need(p.get("temperature_steps", 0) >= 0 and p.get("discriminator_warmup_steps", 0) >= 0,
+    need(p.temperature > 0 and p.temperature_start > 0,
+         f"pretrain.temperature={p.temperature} and temperature_start={p.temperature_start} must be positive")
+    need(p.temperature_schedule in TEMPERATURE_SCHEDULES,
+         f"pretrain.temperature_schedule={p.temperature_schedule!r}: choose one of {TEMPERATURE_SCHEDULES}")
+    need(p.temperature_steps >= 0 and p.discriminator_warmup_steps >= 0,
          "pretrain.temperature_steps and discriminator_warmup_steps must not be negative")
     need(0 < max_predictions(config) <= config.data.seq_length,
          f"pretrain.max_predictions_per_seq={max_predictions(config)} must lie in [1, data.seq_length]")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from electra_jax.config import generator_size
+from electra_jax.config import EMBEDDING_SHARING, generator_size
 
 LAYER_NORM_EPS = 1e-12  # the reference's value; BERT checkpoints depend on it
 
@@ -184,9 +184,6 @@ class DiscriminatorHead(nn.Module):
 def gather_positions(x, positions):
     """x[b, positions[b, p]] -> [B, P, ...]: the masked-LM head runs on masked positions only."""
     return jnp.take_along_axis(x, positions[..., None], axis=1)
-
-
-EMBEDDING_SHARING = ("tied", "gdes", "none")
 
 
 class ElectraPretrainer(nn.Module):

@@ -40,10 +40,10 @@ class ObjectiveConfig:
         return cls(vocab_size=vocab_size, cls_id=special_ids["cls"], sep_id=special_ids["sep"],
                    mask_id=special_ids["mask"], mask_prob=p.mask_prob, max_predictions=max_predictions(config),
                    generator_weight=p.generator_weight, discriminator_weight=p.discriminator_weight,
-                   temperature=p.temperature, temperature_schedule=p.get("temperature_schedule", "constant"),
-                   temperature_start=p.get("temperature_start", 1.0),
-                   temperature_steps=p.get("temperature_steps", 0) or config.train.num_steps,
-                   discriminator_warmup_steps=p.get("discriminator_warmup_steps", 0))
+                   temperature=p.temperature, temperature_schedule=p.temperature_schedule,
+                   temperature_start=p.temperature_start,
+                   temperature_steps=p.temperature_steps or config.train.num_steps,
+                   discriminator_warmup_steps=p.discriminator_warmup_steps)
 
     def temperature_at(self, step=None):
         """The sampling temperature at a training step; None (evaluation): the final one, the real task."""

@@ -32,6 +32,7 @@ from electra_jax.finetune.config import finetune_config as base_finetune_config
 from electra_jax.finetune.run import finetune, mean_std
 from electra_jax.flops import train_flops_per_step
 from electra_jax.metrics_writer import read_metrics
+from electra_jax.objective import binary_entropy
 from electra_jax.train import pretrain
 
 OBJECTIVES = ("electra", "mlm")
@@ -290,12 +291,6 @@ def probe_caption(study) -> str:
             f"mean-pooled last hidden states")
 
 
-def _entropy(p: float) -> float:
-    """Binary cross-entropy of always predicting the class prior p: what a discriminator that learned
-    nothing but the share of replaced tokens scores."""
-    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
-
-
 def pretraining_table(workdir: str, budgets: dict, window: int, probe: dict) -> str:
     """Per objective and budget step: the masked-LM accuracy (ELECTRA: its generator's); for ELECTRA,
     the discriminator's loss beside the class-prior loss, and its recall of replaced tokens; and the
@@ -314,7 +309,7 @@ def pretraining_table(workdir: str, budgets: dict, window: int, probe: dict) -> 
             mean = {k: float(np.mean([r[k] for r in near])) for k in near[0] if k != "split"}
             if objective == "electra":
                 lines.append(f"| {objective} | {step} | {mean['generator_accuracy']:.3f} | "
-                             f"{mean['discriminator_loss']:.3f} | {_entropy(mean['replaced_fraction']):.3f} | "
+                             f"{mean['discriminator_loss']:.3f} | {float(binary_entropy(mean['replaced_fraction'])):.3f} | "
                              f"{mean['discriminator_recall']:.3f} | {probed(f'{objective}/{step}')} |")
             else:
                 lines.append(f"| {objective} | {step} | {mean['mlm_accuracy']:.3f} | – | – | – | "

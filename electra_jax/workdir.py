@@ -8,6 +8,8 @@ import json
 import os
 import socket
 
+from flax.traverse_util import flatten_dict
+
 from electra_jax.config import ConfigError, default_config
 
 CONFIG_FILE = "config.json"
@@ -44,23 +46,12 @@ def locked(workdir: str):
         os.close(fd)  # closing releases the flock
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
-    return flat
-
-
 def config_differences(saved: dict, new: dict) -> dict[str, tuple]:
     """{dotted field: (saved value, new value)} where they differ, other than RESUMABLE fields."""
-    a, b = _flatten(saved), _flatten(json.loads(json.dumps(new)))  # tuples -> lists, as saved
+    a, b, defaults = (flatten_dict(json.loads(json.dumps(c)), sep=".")  # tuples -> lists, as saved
+                      for c in (saved, new, default_config("small").to_dict()))
     # a field added to the code after the run was saved had the reference's value (the "small"
     # defaults): that is what the run used
-    defaults = _flatten(json.loads(json.dumps(default_config("small").to_dict())))
     a = {**{n: defaults[n] for n in b if n not in a and n in defaults}, **a}
     return {n: (a.get(n), b.get(n)) for n in sorted(set(a) | set(b))
             if a.get(n) != b.get(n) and not any(n == r or n.startswith(r) for r in RESUMABLE)}

@@ -151,3 +151,5 @@ def test_nonfinite_loss_policy(prepared, tmp_path, policy):
         with pytest.raises(NonFiniteError, match="at step 3"):
             trainer.run()
         assert (tmp_path / "debug_checkpoint" / "4").is_dir()
+        # no checkpoint was written, so no config.json claims to describe one
+        assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "config.json").exists()

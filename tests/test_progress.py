@@ -5,7 +5,7 @@ from electra_jax.progress import StepBar
 
 
 def test_eta_stays_within_twice_the_truth_after_the_first_tenth():
-    total, step_seconds = 40, 0.02
+    total, step_seconds = 40, 0.02  # the bar lags MAX_IN_FLIGHT steps: sleeps stand in for device time
     bar = StepBar(total, desc="t", disable=False)
     etas = []
     for step in range(total):
