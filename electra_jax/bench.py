@@ -1,9 +1,11 @@
 """Performance measurement: a matmul peak measured on the same devices, the timed train step (the
-training code path, on synthetic tokens), where its time goes, and the input pipeline's rate.
+training code path, on synthetic tokens), where its time goes, the input pipeline's rate, and
+fine-tuning side by side with transformers (dev scores and examples/s).
 The FLOP accounting it reports lives in flops.py.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -16,6 +18,7 @@ from electra_jax import sharding
 from electra_jax.config import max_predictions
 from electra_jax.data import pipeline
 from electra_jax.data.prepare import load_metadata
+from electra_jax.finetune.run import Finetuner, mean_std
 from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.train import build_training, create_train_state, init_train_state, make_train_step
 
@@ -137,3 +140,55 @@ def bench_data(data_dir: str, batch_size: int, batches: int = 200, worker_count:
         next(it)
     seconds = time.perf_counter() - start
     return dict(examples_per_second=batches * batch_size / seconds, batches=batches, batch_size=batch_size)
+
+
+# Fine-tuning as `bench finetune` compares it with transformers: the optimizer both sides can
+# express exactly (Adam with bias correction, optax's linear warmup-then-decay = transformers'
+# get_linear_schedule_with_warmup) and no layer-wise decay (transformers has none built in).
+FINETUNE_COMPARISON = (("train.bias_correction", True), ("train.schedule", "linear"),
+                       ("train.layerwise_lr_decay", 1.0))
+
+
+def _throughput(runs: list[dict]) -> float:
+    return sum(r["train_examples"] for r in runs) / sum(r["train_seconds"] for r in runs)
+
+
+def bench_finetune(config, workdir: str, reference: bool = False) -> dict:
+    """Fine-tune config.init on config.task over config.num_seeds seeds with electra-jax and (with
+    `reference`) with transformers + torch on the same arrays, head and hyperparameters: dev scores
+    (best epoch, as `finetune` reports) and training examples/s (compile included)."""
+    for field, value in FINETUNE_COMPARISON:
+        section, name = field.split(".")
+        config[section][name] = value
+    finetuner = Finetuner(config, os.path.join(workdir, "electra_jax"))
+    summary = finetuner.run()
+    main = summary["main_metric"]
+    result = dict(task=config.task, init=config.init, main_metric=main, seeds=summary["seeds"],
+                  epochs=finetuner.epochs, learning_rate=finetuner.learning_rate, batch_size=config.train.batch_size,
+                  max_seq_length=config.max_seq_length, train_examples=len(finetuner.splits["train"][0]),
+                  dev_examples=len(finetuner.splits["dev"][0]), settings=dict(FINETUNE_COMPARISON),
+                  electra_jax=dict(dev=[r["dev"][main] for r in summary["runs"]],
+                                   examples_per_second=_throughput(summary["runs"])))
+    if reference:
+        from electra_jax.bench_torch import finetune_reference
+        runs = finetune_reference(finetuner, summary["seeds"])
+        result["transformers"] = dict(dev=[r["dev"][main] for r in runs], examples_per_second=_throughput(runs),
+                                      runs=runs)
+        result["speedup_vs_reference"] = (result["electra_jax"]["examples_per_second"]
+                                          / result["transformers"]["examples_per_second"])
+    return result
+
+
+def finetune_table(results: list[dict]) -> str:
+    """One markdown row per task and framework: dev score mean ± std over seeds, examples/s."""
+    lines = ["| task | train / dev examples | framework | dev score (mean ± std) | seeds | train examples/s |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        for framework in ("electra_jax", "transformers"):
+            if framework in r:
+                mean, std = mean_std(r[framework]["dev"])
+                values = ", ".join(f"{100 * v:.1f}" for v in r[framework]["dev"])
+                lines.append(f"| {r['task']} ({r['main_metric']}) | {r['train_examples']} / {r['dev_examples']} | "
+                             f"{framework.replace('_', '-')} | {100 * mean:.1f} ± {100 * std:.1f} | {values} | "
+                             f"{r[framework]['examples_per_second']:.1f} |")
+    return "\n".join(lines)

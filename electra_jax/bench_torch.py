@@ -1,8 +1,12 @@
-"""The PyTorch reference for `electra-jax bench step --reference`: the same ELECTRA joint step
+"""The PyTorch references of `electra-jax bench step --reference` and `bench finetune --reference`.
+
+The pretraining step: the same ELECTRA joint step
 written with transformers (ElectraForMaskedLM generator + ElectraForPreTraining discriminator
 sharing one embedding block), with the same masking (85% [MASK], 15% kept), the generator head
 only at the masked positions, float32 Gumbel-max sampling without gradient, loss = generator +
-50 x discriminator, AdamW and gradient clipping. Needs the `bench` extra (torch, transformers).
+50 x discriminator, AdamW and gradient clipping. Fine-tuning: the checkpoint loaded by transformers,
+trained on the Finetuner's own arrays (finetune_reference). Needs the `bench` extra (torch,
+transformers).
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import time
 
 from electra_jax.bench import SPECIAL_IDS, synthetic_batch
 from electra_jax.config import max_predictions
+from electra_jax.finetune.features import IGNORE
+from electra_jax.finetune.run import INPUTS, epoch_batches
 from electra_jax.model import model_configs
 
 
@@ -91,3 +97,92 @@ def bench_reference(config, vocab_size: int, steps: int = 10, warmup: int = 2, t
     return dict(step_seconds=step_seconds,
                 tokens_per_second=config.train.batch_size * config.data.seq_length / step_seconds,
                 threads=torch.get_num_threads(), torch=torch.__version__, loss=loss)
+
+
+def _task_model(torch, transformers, init: str, kind: str, num_outputs: int, dropout: float):
+    """The checkpoint's encoder (transformers' AutoModel) under the head electra-jax puts on it:
+    dropout + one linear layer on the [CLS] vector (sentence tasks) or on every token (tagging,
+    spans), initialised as transformers initialises linear layers."""
+    config = transformers.AutoConfig.from_pretrained(init, hidden_dropout_prob=dropout,
+                                                     attention_probs_dropout_prob=dropout)
+    extra = dict(add_pooling_layer=False) if config.model_type == "bert" else {}
+    encoder = transformers.AutoModel.from_pretrained(init, config=config, **extra)
+
+    class TaskModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.dropout = encoder, torch.nn.Dropout(dropout)
+            self.output = torch.nn.Linear(config.hidden_size, num_outputs)
+            torch.nn.init.normal_(self.output.weight, std=config.initializer_range)
+            torch.nn.init.zeros_(self.output.bias)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+            logits = self.output(self.dropout(hidden[:, 0] if kind in ("classification", "regression") else hidden))
+            return logits[..., 0] if kind == "regression" else logits
+
+    return TaskModel()
+
+
+def _task_loss(F, kind: str, outputs, batch):
+    """The loss electra-jax's finetune.run.task_loss computes, in torch."""
+    if kind == "classification":
+        return F.cross_entropy(outputs, batch["labels"])
+    if kind == "regression":
+        return F.mse_loss(outputs, batch["labels"].float())
+    if kind == "tagging":
+        return F.cross_entropy(outputs.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+    return (F.cross_entropy(outputs[..., 0], batch["start_positions"])
+            + F.cross_entropy(outputs[..., 1], batch["end_positions"])) / 2
+
+
+def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
+    """Fine-tune the same HuggingFace checkpoint with transformers + torch: the Finetuner's own
+    tokenized arrays and batch order, its head, loss, learning rate, epochs and warmup, AdamW
+    (bias-corrected; no weight decay on biases and LayerNorms), gradient clipping; each epoch scored
+    by the task's own evaluation. One dict per seed, shaped like Finetuner.run_seed's."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    config, task, t = finetuner.config, finetuner.task, finetuner.config.train
+    torch.set_num_threads(os.cpu_count() or 1)
+    _, train_arrays, _ = finetuner.splits["train"]
+    as_tensor = lambda v: torch.from_numpy(np.asarray(v, np.int64) if np.issubdtype(v.dtype, np.integer) else v)
+    train = {k: as_tensor(np.asarray(v)) for k, v in train_arrays.items()}
+    total = finetuner.steps_per_epoch * finetuner.epochs
+    runs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = _task_model(torch, transformers, config.init, task.kind, task.num_outputs, config.model.dropout_rate)
+        no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+        decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+        optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=t.weight_decay),
+                                       dict(params=no_decay, weight_decay=0.0)], lr=finetuner.learning_rate,
+                                      betas=(t.adam_b1, t.adam_b2), eps=t.adam_eps)
+        schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
+        history, train_seconds = [], 0.0
+        for epoch in range(1, finetuner.epochs + 1):
+            model.train()
+            start = time.perf_counter()
+            for rows in epoch_batches(len(train["input_ids"]), t.batch_size, seed, epoch):
+                batch = {k: v[rows] for k, v in train.items()}
+                loss = _task_loss(F, task.kind, model(*(batch[k] for k in INPUTS)), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm)
+                optimizer.step()
+                schedule.step()
+            train_seconds += time.perf_counter() - start
+            examples, dev_arrays, aux = finetuner.splits["dev"]
+            model.eval()
+            with torch.no_grad():
+                outputs = np.concatenate([
+                    model(*(as_tensor(np.asarray(dev_arrays[k][i:i + t.eval_batch_size])) for k in INPUTS)).numpy()
+                    for i in range(0, len(dev_arrays["input_ids"]), t.eval_batch_size)])
+            history.append(dict(epoch=epoch, dev=task.evaluate(examples, aux, outputs)))
+        best = max(history, key=lambda e: e["dev"][task.main_metric])  # the first best, as Finetuner keeps
+        runs.append(dict(seed=seed, best_epoch=best["epoch"], dev=best["dev"], final_dev=history[-1]["dev"],
+                         train_seconds=train_seconds, train_examples=total * t.batch_size))
+    return runs

@@ -19,7 +19,9 @@ commands:
   finetune   fine-tune on GLUE, SQuAD, CoNLL tagging or your own labelled text:
              --config configs/finetune/glue.py --config.task=sst2 --config.init=PATH --workdir DIR
   bench      step --config C [--reference]: step time, tokens/s, FLOPs, MFU, memory, compile time
-             (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate
+             (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate;
+             finetune --config configs/finetune/glue.py --config.init=HF_DIR --workdir DIR [--reference]:
+             dev scores and examples/s, beside transformers + torch on the same data and settings
   study      ELECTRA vs masked-LM pretraining at equal FLOPs, fine-tuned on GLUE tasks:
              --config configs/study/small_cpu.py --workdir DIR
   search     the recipe search behind a study: short pretraining runs of candidate recipes at the
@@ -337,24 +339,30 @@ def cmd_search(argv: list[str]) -> dict:
 
 
 def cmd_bench(argv: list[str]) -> dict:
-    if not argv or argv[0] not in ("step", "data"):
+    if not argv or argv[0] not in ("step", "data", "finetune"):
         raise SystemExit("usage: electra-jax bench step --config C [--reference] [--config.a.b=v ...] | "
-                         "bench data --config C --config.data.dir=PREPARED [--step_seconds S]")
+                         "bench data --config C --config.data.dir=PREPARED [--step_seconds S] | "
+                         "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference]")
 
     def define(flags, fv):
         flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
         flags.DEFINE_integer("warmup", 2, "untimed steps after compiling", flag_values=fv)
         flags.DEFINE_integer("vocab_size", 30522, "vocabulary for synthetic tokens (model.vocab_size wins if set)",
                              flag_values=fv)
-        flags.DEFINE_bool("reference", False, "also time the PyTorch/transformers step (bench extra)", flag_values=fv)
+        flags.DEFINE_bool("reference", False, "also run the PyTorch + transformers reference (bench extra)", flag_values=fv)
         flags.DEFINE_bool("matmul_peak", True, "measure the matmul peak for MFU", flag_values=fv)
         flags.DEFINE_bool("breakdown", False, "also time the step's parts alone (ELECTRA objective)", flag_values=fv)
         flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
         flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
+        flags.DEFINE_string("workdir", None, "bench finetune: where both runs write", flag_values=fv)
     fv = _pretrain_flags(argv[1:], f"bench {argv[0]}", define)
     from electra_jax import bench
     config = fv.config
-    if argv[0] == "step":
+    if argv[0] == "finetune":
+        if not fv.workdir:
+            raise SystemExit("electra-jax bench finetune: --workdir is required")
+        result = bench.bench_finetune(config, fv.workdir, reference=fv.reference)
+    elif argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
         result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup)
         if fv.matmul_peak:
@@ -371,6 +379,8 @@ def cmd_bench(argv: list[str]) -> dict:
         if fv.step_seconds:
             result["ratio_to_step"] = result["examples_per_second"] / (config.train.batch_size / fv.step_seconds)
     print(json.dumps(result, indent=2))
+    if argv[0] == "finetune":
+        print("\n" + bench.finetune_table([result]))
     if fv.json:
         with open(fv.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -18,7 +18,7 @@ from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfi
 
 # The masked-LM baseline's "encoder" network has a generator's shape: encoder + masked-LM head.
 MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator, "encoder": ElectraGenerator}
-HF_ARCH = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM", "encoder": "ElectraForMaskedLM"}
+HF_HEAD = {"discriminator": "discriminator", "generator": "generator", "encoder": "generator"}
 
 
 def _read_json(path):
@@ -42,7 +42,7 @@ def load_network(ckpt: str, part: str):
         tokenizer = load_tokenizer(os.path.join(ckpt, info["tokenizer"]), info.get("tokenizer_lowercase"))
         return module, jax.tree.map(np.asarray, params), tokenizer
     directory = os.path.join(ckpt, part) if os.path.isfile(os.path.join(ckpt, part, "config.json")) else ckpt
-    module, params = hf.load(directory, architecture=HF_ARCH[part])
+    module, params = hf.load(directory, head=HF_HEAD[part])
     return module, params, load_tokenizer(directory)
 
 
@@ -88,7 +88,7 @@ def from_hf(discriminator: str, generator: str | None, out: str) -> dict:
     networks, tokenizer = {}, load_tokenizer(discriminator)
     for part, path in (("discriminator", discriminator), ("generator", generator)):
         if path:
-            module, params = hf.load(path, architecture=HF_ARCH[part])
+            module, params = hf.load(path, head=HF_HEAD[part])
             networks[part] = (module.cfg, params)
     return write_export(out, networks, tokenizer, objective="electra", source=os.path.abspath(discriminator))
 

@@ -37,10 +37,10 @@ def configure(config) -> None:
         return
     if config.objective != "electra":
         raise ConfigError(f"init.hf_discriminator needs objective='electra', not {config.objective!r}")
-    disc, _ = hf.read_config(init.hf_discriminator)
+    disc, *_ = hf.read_config(init.hf_discriminator)
     config.model.update({f: getattr(disc, f) for f in DISCRIMINATOR_FIELDS})
     if init.hf_generator:
-        gen, _ = hf.read_config(init.hf_generator)
+        gen, *_ = hf.read_config(init.hf_generator)
         for field in SHARED_FIELDS:
             if getattr(gen, field) != getattr(disc, field):
                 raise ConfigError(f"{init.hf_generator}: {field}={getattr(gen, field)} differs from the "
@@ -60,10 +60,10 @@ def check_vocabulary(config, data_vocab_size: int) -> None:
 
 
 def _pretrainer_params(config) -> dict:
-    _, disc = hf.load(config.init.hf_discriminator, architecture="ElectraForPreTraining")
+    _, disc = hf.load(config.init.hf_discriminator, head="discriminator")
     params = dict(embeddings=disc["embeddings"], discriminator=disc["encoder"], discriminator_head=disc["head"])
     if config.init.hf_generator:
-        _, gen = hf.load(config.init.hf_generator, architecture="ElectraForMaskedLM")
+        _, gen = hf.load(config.init.hf_generator, head="generator")
         params.update(generator=gen["encoder"], generator_head=gen["head"])
         if not np.array_equal(gen["embeddings"]["word_embeddings"]["embedding"],
                               disc["embeddings"]["word_embeddings"]["embedding"]):

@@ -72,3 +72,65 @@ def test_jax_attention_matches_flax_attention():
     flax_out = ElectraEncoderModel(cfg).apply(params, ids, mask)
     jax_out = ElectraEncoderModel(cfg.replace(attention_impl="jax")).apply(params, ids, mask)
     assert jnp.max(jnp.abs(flax_out - jax_out) * mask[..., None]) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span"])
+def test_reference_fine_tuning_loss_is_ours(kind):
+    """bench finetune's PyTorch loop optimizes the loss electra-jax's fine-tuning does."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    import torch.nn.functional as F
+    from electra_jax.bench_torch import _task_loss
+    from electra_jax.finetune.features import IGNORE
+    from electra_jax.finetune.run import task_loss
+    rs = np.random.RandomState(0)
+    shape = {"classification": (6, 3), "regression": (6,), "tagging": (6, 10, 5), "span": (6, 10, 2)}[kind]
+    outputs = rs.randn(*shape).astype(np.float32)
+    if kind == "classification":
+        batch = dict(labels=rs.randint(0, 3, 6))
+    elif kind == "regression":
+        batch = dict(labels=rs.rand(6).astype(np.float32) * 5)
+    elif kind == "tagging":
+        labels = rs.randint(0, 5, (6, 10))
+        labels[rs.rand(6, 10) < 0.4] = IGNORE
+        batch = dict(labels=labels)
+    else:
+        batch = dict(start_positions=rs.randint(0, 10, 6), end_positions=rs.randint(0, 10, 6))
+    ours = float(task_loss(kind, jnp.asarray(outputs), {k: jnp.asarray(v) for k, v in batch.items()}))
+    theirs = float(_task_loss(F, kind, torch.from_numpy(outputs), {k: torch.from_numpy(v) for k, v in batch.items()}))
+    assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_bench_finetune_trains_both_frameworks(tmp_path):
+    """A tiny BERT checkpoint on a task a bag of words solves: electra-jax and the transformers loop
+    both learn it from the same arrays, and the table shows both."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import random
+    from electra_jax import bench
+    from electra_jax.finetune.config import finetune_config
+    words = ["good", "great", "bad", "awful", "the", "film", "movie", "was", "a", "plot"]
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    config = transformers.BertConfig(vocab_size=15, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
+    rows, rng = ["text,label"], random.Random(0)
+    for i in range(160):
+        label = i % 2
+        filler = " ".join(rng.choice(words[4:]) for _ in range(4))
+        rows.append(f"{filler} {rng.choice(words[:2] if label else words[2:4])} {filler},{'pos' if label else 'neg'}")
+    (tmp_path / "train.csv").write_text("\n".join(rows[:129]) + "\n")
+    (tmp_path / "dev.csv").write_text("\n".join(rows[:1] + rows[129:]) + "\n")
+    c = finetune_config("text")
+    c.init, c.max_seq_length, c.num_seeds = str(tmp_path / "bert"), 16, 1
+    c.data.train_file, c.data.dev_file = str(tmp_path / "train.csv"), str(tmp_path / "dev.csv")
+    c.train.update(batch_size=8, eval_batch_size=8, epochs=4, learning_rate=2e-3)
+    result = bench.bench_finetune(c, str(tmp_path / "runs"), reference=True)
+    assert result["settings"]["train.layerwise_lr_decay"] == 1.0 and result["train_examples"] == 128
+    for framework in ("electra_jax", "transformers"):
+        assert result[framework]["dev"][0] >= 0.9, (framework, result[framework])
+        assert result[framework]["examples_per_second"] > 0
+    table = bench.finetune_table([result])
+    assert "| electra-jax |" in table and "| transformers |" in table

