@@ -153,10 +153,11 @@ def _throughput(runs: list[dict]) -> float:
     return sum(r["train_examples"] for r in runs) / sum(r["train_seconds"] for r in runs)
 
 
-def bench_finetune(config, workdir: str, reference: bool = False) -> dict:
-    """Fine-tune config.init on config.task over config.num_seeds seeds with electra-jax and (with
-    `reference`) with transformers + torch on the same arrays, head and hyperparameters: dev scores
-    (best epoch, as `finetune` reports) and training examples/s (compile included)."""
+def bench_finetune(config, workdir: str, reference=None) -> dict:
+    """Fine-tune config.init on config.task over config.num_seeds seeds with electra-jax and (given
+    `reference`, e.g. bench_torch.finetune_reference) with transformers + torch on the same arrays,
+    head and hyperparameters: dev scores (best epoch, as `finetune` reports) and training
+    examples/s (compile included)."""
     for field, value in FINETUNE_COMPARISON:
         section, name = field.split(".")
         config[section][name] = value
@@ -169,9 +170,8 @@ def bench_finetune(config, workdir: str, reference: bool = False) -> dict:
                   dev_examples=len(finetuner.splits["dev"][0]), settings=dict(FINETUNE_COMPARISON),
                   electra_jax=dict(dev=[r["dev"][main] for r in summary["runs"]],
                                    examples_per_second=_throughput(summary["runs"])))
-    if reference:
-        from electra_jax.bench_torch import finetune_reference
-        runs = finetune_reference(finetuner, summary["seeds"])
+    if reference is not None:
+        runs = reference(finetuner, summary["seeds"])
         result["transformers"] = dict(dev=[r["dev"][main] for r in runs], examples_per_second=_throughput(runs),
                                       runs=runs)
         result["speedup_vs_reference"] = (result["electra_jax"]["examples_per_second"]

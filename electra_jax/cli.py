@@ -269,8 +269,10 @@ def cmd_predict(argv: list[str]):
     a = p.parse_intermixed_args(argv)
     texts = list(a.texts)
     if a.file:
-        with open(a.file, encoding="utf-8") as f:
-            texts += [line.strip() for line in f if line.strip()]
+        from electra_jax.data.corpus import strict_text_lines
+        if not os.path.isfile(a.file):
+            raise SystemExit(f"electra-jax predict: --file {a.file} does not exist")
+        texts += [line.strip() for line in strict_text_lines(a.file) if line.strip()]
     if not texts:
         raise SystemExit("electra-jax predict: give texts or --file")
     from electra_jax import inference
@@ -361,7 +363,8 @@ def cmd_bench(argv: list[str]) -> dict:
     if argv[0] == "finetune":
         if not fv.workdir:
             raise SystemExit("electra-jax bench finetune: --workdir is required")
-        result = bench.bench_finetune(config, fv.workdir, reference=fv.reference)
+        from electra_jax.bench_torch import finetune_reference
+        result = bench.bench_finetune(config, fv.workdir, reference=finetune_reference if fv.reference else None)
     elif argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
         result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup)

@@ -29,6 +29,9 @@ def pretrained_networks(workdir: str, step: int | None = None) -> tuple[dict, ob
     pretraining run (or the one of `step`), restored onto one device. Each network's params are
     {embeddings, encoder, head}."""
     workdir = os.path.abspath(workdir)
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"no readable checkpoint in {workdir}: it holds no pretraining run (no config.json, "
+                                f"which a run writes with its first checkpoint)")
     config = load_run_config(workdir)
     meta = load_metadata(config.data.dir)
     # the parameters alone: no optimizer is built, its state is not read

@@ -23,6 +23,7 @@ import os
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from electra_jax.data.corpus import read_json_file
 from electra_jax.model import ElectraDiscriminator, ElectraEncoderModel, ElectraGenerator, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,7 @@ def _read_hf_config(path: str) -> tuple[dict, str]:
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise HFFormatError(f"{path} has no config.json: not a HuggingFace model directory")
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            hf = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFFormatError(f"{config_file} is not valid JSON ({e})") from None
+    hf = read_json_file(config_file)
     if not isinstance(hf, dict) or hf.get("model_type") not in MODEL_TYPES:
         model_type = hf.get("model_type") if isinstance(hf, dict) else None
         raise HFFormatError(f"{config_file}: model_type is {model_type!r}; electra-jax reads 'electra' and 'bert' "

@@ -3,7 +3,7 @@ fill-mask with the generator, replaced-token detection with the discriminator, a
 between the two checkpoint formats."""
 from __future__ import annotations
 
-import json
+import logging
 import os
 
 import jax
@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from electra_jax import hf
-from electra_jax.export import EXPORT_FORMAT, write_export
+from electra_jax.export import EXPORT_FORMAT, pretrained_networks, write_export
+from electra_jax.data.corpus import DataError, read_json_file
 from electra_jax.data.tokenizer import BaseTokenizer, load_tokenizer
 from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig
 
@@ -21,24 +22,38 @@ MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator,
 HF_HEAD = {"discriminator": "discriminator", "generator": "generator", "encoder": "generator"}
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def _available_part(ckpt: str, part: str, parts) -> str:
+    """`part`, or for a masked LM ("generator") the masked-LM baseline's "encoder" (also a masked LM)."""
+    if part in parts:
+        return part
+    if part == "generator" and "encoder" in parts:
+        return "encoder"
+    raise DataError(f"{ckpt} holds {sorted(parts)}, not a {part}")
 
 
 def load_network(ckpt: str, part: str):
     """(module, params, tokenizer) for `part` ("discriminator" or "generator") of an electra-jax
-    export, or of a HuggingFace directory (the directory itself, or its PART/ subfolder)."""
+    export, a pretraining workdir (its newest checkpoint), or a HuggingFace directory (the directory
+    itself, or its PART/ subfolder)."""
+    if os.path.isdir(os.path.join(ckpt, "checkpoints")):
+        networks, tokenizer, _ = pretrained_networks(ckpt)
+        part = _available_part(ckpt, part, networks)
+        cfg, params = networks[part]
+        return MODULES[part](cfg), jax.tree.map(np.asarray, params), tokenizer
     config_file = os.path.join(ckpt, "config.json")
     if not os.path.isfile(config_file) and not os.path.isfile(os.path.join(ckpt, part, "config.json")):
-        raise FileNotFoundError(f"{ckpt} has no config.json (nor {part}/config.json): not an export or a "
-                                f"HuggingFace directory")
-    info = _read_json(config_file) if os.path.isfile(config_file) else {}
+        raise FileNotFoundError(f"{ckpt} has no config.json (nor {part}/config.json): not an export, a pretraining "
+                                f"workdir or a HuggingFace directory")
+    info = read_json_file(config_file) if os.path.isfile(config_file) else {}
     if info.get("format") == EXPORT_FORMAT:
-        if part not in info["parts"]:
-            raise ValueError(f"{ckpt} holds {info['parts']}, not a {part}")
+        part = _available_part(ckpt, part, info["parts"])
         module = MODULES[part](ModelConfig(**info["networks"][part]))
-        params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(ckpt, part)))
+        try:
+            params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(ckpt, part)))
+        except Exception as e:  # Orbax/TensorStore report damage in many types; the user needs one line
+            raise DataError(f"{os.path.join(ckpt, part)} cannot be read ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120]}); the export is damaged or incomplete: export it "
+                            f"again") from None
         tokenizer = load_tokenizer(os.path.join(ckpt, info["tokenizer"]), info.get("tokenizer_lowercase"))
         return module, jax.tree.map(np.asarray, params), tokenizer
     directory = os.path.join(ckpt, part) if os.path.isfile(os.path.join(ckpt, part, "config.json")) else ckpt
@@ -47,7 +62,12 @@ def load_network(ckpt: str, part: str):
 
 
 def _batch(tokenizer: BaseTokenizer, token_lists: list[list[int]], max_length: int):
+    """[CLS] tokens [SEP], padded; a text longer than the model's positions is cut, with a notice."""
     cls, sep = tokenizer.special_ids["cls"], tokenizer.special_ids["sep"]
+    for i, tokens in enumerate(token_lists):
+        if len(tokens) > max_length - 2:
+            logging.warning("text %d has %d tokens; the model reads the first %d (its positions end there)", i + 1,
+                            len(tokens), max_length - 2)
     rows = [[cls] + t[:max_length - 2] + [sep] for t in token_lists]
     lengths = np.array([len(r) for r in rows])
     ids = np.zeros((len(rows), lengths.max()), np.int32)
@@ -58,7 +78,16 @@ def _batch(tokenizer: BaseTokenizer, token_lists: list[list[int]], max_length: i
 
 def fill_mask(module, params, tokenizer: BaseTokenizer, texts: list[str], top_k: int = 5) -> list[list[dict]]:
     """For each text, each [MASK]: the top_k tokens with their probabilities."""
-    ids, mask = _batch(tokenizer, [tokenizer.encode_with_masks(t) for t in texts], module.cfg.max_position_embeddings)
+    if top_k < 1:
+        raise DataError(f"top_k={top_k}: ask for at least 1 candidate")
+    token_lists = [tokenizer.encode_with_masks(t) for t in texts]
+    limit = module.cfg.max_position_embeddings - 2
+    for i, tokens in enumerate(token_lists):
+        beyond = [p for p, t in enumerate(tokens) if t == tokenizer.special_ids["mask"] and p >= limit]
+        if beyond:
+            raise DataError(f"text {i + 1}: a [MASK] at token {beyond[0] + 1}, beyond the model's {limit} "
+                            f"positions; shorten the text before it")
+    ids, mask = _batch(tokenizer, token_lists, module.cfg.max_position_embeddings)
     logits = module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))
     probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
     results = []
@@ -95,7 +124,7 @@ def from_hf(discriminator: str, generator: str | None, out: str) -> dict:
 
 def to_hf(ckpt: str, out: str) -> list[str]:
     """An electra-jax export -> OUT/discriminator and OUT/generator in HuggingFace format."""
-    info = _read_json(os.path.join(ckpt, "config.json"))
+    info = read_json_file(os.path.join(ckpt, "config.json"))
     written = []
     for part in info["parts"]:
         if part not in MODULES:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import logging
 import os
@@ -23,7 +22,7 @@ import optax
 from electra_jax import config as config_lib, sharding, warm_start, workdir as workdir_lib
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
-from electra_jax.data.corpus import DataError
+from electra_jax.data.corpus import DataError, read_json_file
 from electra_jax.data.prepare import load_metadata
 from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.metrics_writer import MetricsWriter
@@ -153,6 +152,7 @@ class Trainer:
         self.config, self.workdir = config, os.path.abspath(workdir)
         config_lib.validate(config)  # the config's own values first, then against the data
         self.meta = load_metadata(config.data.dir)
+        pipeline.check_shards(self.meta)
         devices = list(devices if devices is not None else jax.devices())
         warm_start.configure(config)
         warm_start.check_vocabulary(config, self.meta["vocab_size"])
@@ -301,5 +301,4 @@ def pretrain(config, workdir: str) -> dict:
 
 
 def load_run_config(workdir: str):
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(read_json_file(os.path.join(workdir, "config.json")))

@@ -127,7 +127,8 @@ def test_bench_finetune_trains_both_frameworks(tmp_path):
     c.init, c.max_seq_length, c.num_seeds = str(tmp_path / "bert"), 16, 1
     c.data.train_file, c.data.dev_file = str(tmp_path / "train.csv"), str(tmp_path / "dev.csv")
     c.train.update(batch_size=8, eval_batch_size=8, epochs=4, learning_rate=2e-3)
-    result = bench.bench_finetune(c, str(tmp_path / "runs"), reference=True)
+    from electra_jax.bench_torch import finetune_reference
+    result = bench.bench_finetune(c, str(tmp_path / "runs"), reference=finetune_reference)
     assert result["settings"]["train.layerwise_lr_decay"] == 1.0 and result["train_examples"] == 128
     for framework in ("electra_jax", "transformers"):
         assert result[framework]["dev"][0] >= 0.9, (framework, result[framework])

@@ -58,10 +58,38 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return files
 
 
-def _decoded_lines(path: str, stats: ReadStats) -> Iterator[str]:
+def strict_text_lines(path: str) -> Iterator[str]:
+    """Lines of a UTF-8 text file, line endings kept and a leading byte-order mark dropped, for
+    files every line of which matters (labelled data, texts to predict, metadata): DataError names
+    the first line that is binary or not UTF-8 instead of a UnicodeDecodeError."""
     with open(path, "rb") as f:
-        for raw in f:
+        for lineno, raw in enumerate(f, 1):
+            if b"\x00" in raw:
+                raise DataError(f"{path}:{lineno}: a NUL byte; this is a binary file, not UTF-8 text")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column "
+                                f"{e.start + 1}); save the file as UTF-8 text") from None
+            yield line.lstrip("\ufeff") if lineno == 1 else line
+
+
+def read_json_file(path: str):
+    """A whole JSON file, with DataError naming the file (and line) when it is not UTF-8 JSON."""
+    try:
+        return json.loads("".join(strict_text_lines(path)))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _decoded_lines(path: str, stats: ReadStats) -> Iterator[str]:
+    """Lines of a pretraining text file: lines that are not UTF-8 are counted and skipped (one bad
+    line in a large corpus should not stop a run; `prepare` reports the count)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             stats.lines += 1
+            if b"\x00" in raw:  # text never holds NUL bytes; a binary file would pass as a few lines of "text"
+                raise DataError(f"{path}:{lineno}: a NUL byte; this is a binary file, not text")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

@@ -33,13 +33,37 @@ def decode_record(record: bytes, seq_length: int) -> dict:
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
-def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, shuffle: bool = True,
-                 repeat: bool = True, process_index: int = 0, process_count: int = 1,
-                 worker_count: int = 0) -> grain.IterDataset:
+def array_record_source(meta: dict, split: str) -> grain.sources.ArrayRecordDataSource:
+    """The split's shards, checked against the metadata: a truncated or missing shard is a DataError
+    naming the dataset, not a reader traceback."""
     files = [os.path.join(meta["dir"], f) for f in meta[split]["files"]]
     if not files:
         raise DataError(f"prepared data {meta['dir']} has no {split!r} examples")
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(files))
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise DataError(f"prepared data {meta['dir']}: shard {missing[0]} is missing; prepare the data again")
+    try:
+        source = grain.sources.ArrayRecordDataSource(files)
+    except RuntimeError as e:
+        raise DataError(f"prepared data {meta['dir']}: a {split} shard cannot be read ({str(e).splitlines()[0]}); "
+                        f"it is damaged or truncated: prepare the data again") from None
+    if len(source) != meta[split]["examples"]:
+        raise DataError(f"prepared data {meta['dir']}: the {split} shards hold {len(source)} examples, the metadata "
+                        f"says {meta[split]['examples']}; prepare the data again")
+    return source
+
+
+def check_shards(meta: dict) -> None:
+    """Open every split with examples (before a run compiles anything)."""
+    for split in ("train", "eval"):
+        if meta[split]["examples"]:
+            array_record_source(meta, split)
+
+
+def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, shuffle: bool = True,
+                 repeat: bool = True, process_index: int = 0, process_count: int = 1,
+                 worker_count: int = 0) -> grain.IterDataset:
+    ds = grain.MapDataset.source(array_record_source(meta, split))
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds[process_index::process_count]

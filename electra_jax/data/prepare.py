@@ -136,6 +136,10 @@ def _training_sentences(opts: PrepareOptions) -> Iterator[str]:
                 yield sentence[i:i + 4096]
 
 
+# the 5 special tokens and enough pieces to spell any text
+MIN_VOCAB_SIZE = 32
+
+
 def prepare(opts: PrepareOptions) -> dict:
     """Run the whole preparation; returns the metadata written."""
     if not opts.output_dir:
@@ -147,6 +151,12 @@ def prepare(opts: PrepareOptions) -> dict:
         raise DataError("prepare needs input files (--input) or a tfds dataset (--tfds)")
     if opts.seq_length < 8:
         raise DataError(f"seq_length={opts.seq_length} is too short (min 8)")
+    if not 0 <= opts.eval_fraction < 1:
+        raise DataError(f"eval_fraction={opts.eval_fraction} must lie in [0, 1) (the share of examples held out)")
+    if opts.tokenizer:
+        load_tokenizer(opts.tokenizer, opts.lowercase)  # a wrong --tokenizer fails now, not after reading
+    elif opts.vocab_size < MIN_VOCAB_SIZE:
+        raise DataError(f"vocab_size={opts.vocab_size} is too small to train a tokenizer (min {MIN_VOCAB_SIZE})")
     # Fail on missing inputs / datasets before any long work.
     stats = corpus.ReadStats()
     first = list(itertools.islice(_documents(opts, stats), 1))
@@ -156,7 +166,10 @@ def prepare(opts: PrepareOptions) -> dict:
 
     tmp = f"{out}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    try:
+        os.makedirs(tmp)
+    except OSError as e:
+        raise DataError(f"cannot write the output directory {out}: {e.strerror}") from None
     try:
         metadata = _prepare_into(opts, tmp)
         if os.path.exists(out):  # --overwrite: swap in the new data, then drop the old
@@ -243,9 +256,8 @@ def load_metadata(data_dir: str) -> dict:
     path = os.path.join(data_dir, METADATA)
     if not os.path.isfile(path):
         raise DataError(f"{data_dir} is not a prepared dataset (no {METADATA}); run `electra-jax prepare` first")
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("format_version") != FORMAT_VERSION:
+    meta = corpus.read_json_file(path)
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
                         f"prepare the data again")
     meta["dir"] = os.path.abspath(data_dir)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import os
 import sys
 
-from electra_jax.data.corpus import DataError, jsonl_records, tfds_source
+from electra_jax.data.corpus import DataError, jsonl_records, read_json_file, strict_text_lines, tfds_source
 
 csv.field_size_limit(sys.maxsize)  # reviews and SQuAD-derived rows can be long
 
@@ -75,11 +74,10 @@ def _rows(path: str, delimiter: str):
     """(line number, fields) of a delimited file. GLUE .tsv files are not quoted (their text holds
     bare quote characters), CSV files are."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC starts with a byte-order mark
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        for fields in reader:
-            if fields and any(x.strip() for x in fields):
-                yield reader.line_num, fields
+    reader = csv.reader(strict_text_lines(path), delimiter=delimiter, quoting=quoting)  # (MRPC has a BOM)
+    for fields in reader:
+        if fields and any(x.strip() for x in fields):
+            yield reader.line_num, fields
 
 
 def _column_index(path: str, header: list[str] | None, column) -> int:
@@ -137,20 +135,19 @@ def read_table(path: str, text_columns, label_column, *, has_header: bool = True
 
 def _read_jsonl_table(path, text_columns, label_column, labels, require_label) -> list[dict]:
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line, record in jsonl_records(path, f):
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line}: a JSON object with named fields is expected")
-            missing = [c for c in text_columns if c not in record]
-            if missing:
-                raise DataError(f"{path}:{line}: no field {missing[0]!r}; the record has {sorted(record)}")
-            label = None
-            if label_column is not None and (require_label or label_column in record):
-                if label_column not in record:
-                    raise DataError(f"{path}:{line}: no field {label_column!r}; the record has {sorted(record)}")
-                label = _parse_label(path, line, str(record[label_column]).strip(), labels)
-            examples.append(dict(texts=[str(record[c]).strip() for c in text_columns], label=label,
-                                 index=record.get("idx", len(examples)), line=line))
+    for line, record in jsonl_records(path, strict_text_lines(path)):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line}: a JSON object with named fields is expected")
+        missing = [c for c in text_columns if c not in record]
+        if missing:
+            raise DataError(f"{path}:{line}: no field {missing[0]!r}; the record has {sorted(record)}")
+        label = None
+        if label_column is not None and (require_label or label_column in record):
+            if label_column not in record:
+                raise DataError(f"{path}:{line}: no field {label_column!r}; the record has {sorted(record)}")
+            label = _parse_label(path, line, str(record[label_column]).strip(), labels)
+        examples.append(dict(texts=[str(record[c]).strip() for c in text_columns], label=label,
+                             index=record.get("idx", len(examples)), line=line))
     if not examples:
         raise DataError(f"{path} holds no records")
     return examples
@@ -227,21 +224,20 @@ def read_conll(path: str, label_column: int = -1) -> list[dict]:
     -DOCSTART- lines are document boundaries, not sentences."""
     _check_file(path)
     sentences, words, tags, start = [], [], [], 0
-    with open(path, encoding="utf-8") as f:
-        for line, raw in enumerate(f, 1):
-            fields = raw.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(dict(words=words, tags=tags, line=start))
-                words, tags = [], []
-                continue
-            if len(fields) < 2 or not (-len(fields) <= label_column < len(fields)) or label_column == 0:
-                raise DataError(f"{path}:{line}: {len(fields)} columns; expected the token and a tag in column "
-                                f"{label_column}")
-            if not words:
-                start = line
-            words.append(fields[0])
-            tags.append(fields[label_column])
+    for line, raw in enumerate(strict_text_lines(path), 1):
+        fields = raw.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(dict(words=words, tags=tags, line=start))
+            words, tags = [], []
+            continue
+        if len(fields) < 2 or not (-len(fields) <= label_column < len(fields)) or label_column == 0:
+            raise DataError(f"{path}:{line}: {len(fields)} columns; expected the token and a tag in column "
+                            f"{label_column}")
+        if not words:
+            start = line
+        words.append(fields[0])
+        tags.append(fields[label_column])
     if words:
         sentences.append(dict(words=words, tags=tags, line=start))
     if not sentences:
@@ -265,20 +261,27 @@ def read_squad(path: str, *, training: bool) -> tuple[list[dict], dict]:
     the context is skipped and counted (file and question id logged); evaluation keeps every answer
     since scoring compares text only."""
     _check_file(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DataError(f"{path}: no top-level 'data' list; not a SQuAD file")
+
+    def field(record, key, where, kind):
+        if not isinstance(record, dict) or not isinstance(record.get(key), kind):
+            raise DataError(f"{path}: {where} has no {key!r} {kind.__name__}; not a SQuAD file")
+        return record[key]
+
     examples, skipped = [], []
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", []):
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
+    for a, article in enumerate(data["data"]):
+        for p, paragraph in enumerate(field(article, "paragraphs", f"data[{a}]", list)):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = field(paragraph, "context", where, str)
+            for q, qa in enumerate(field(paragraph, "qas", where, list)):
+                for key in ("id", "question"):
+                    field(qa, key, f"{where}.qas[{q}]", str)
                 impossible = bool(qa.get("is_impossible", False))
-                answers = [dict(text=a["text"], start=int(a["answer_start"])) for a in qa.get("answers", [])]
+                answers = [dict(text=field(ans, "text", f"{where}.qas[{q}].answers", str),
+                                start=int(field(ans, "answer_start", f"{where}.qas[{q}].answers", int)))
+                           for ans in qa.get("answers", [])]
                 if training and not impossible:
                     answers = answers[:1]
                     if not answers or context[answers[0]["start"]:answers[0]["start"] + len(answers[0]["text"])] \

@@ -17,6 +17,8 @@ import sentencepiece as spm
 from tokenizers import (BertWordPieceTokenizer, Regex, Tokenizer as HFTokenizer, decoders, models, normalizers,
                         pre_tokenizers, processors)
 
+from electra_jax.data.corpus import DataError, read_json_file, strict_text_lines
+
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 SPM_FILE, WORDPIECE_FILE = "tokenizer.model", "vocab.txt"
 
@@ -56,7 +58,7 @@ class BaseTokenizer:
         for name, token in SPECIAL_TOKENS.items():
             idx = lookup(token)
             if idx is None:
-                raise ValueError(f"tokenizer {self.path} has no {token} token; it needs "
+                raise DataError(f"tokenizer {self.path} has no {token} token; it needs "
                                  f"{sorted(SPECIAL_TOKENS.values())}")
             self.special_ids[name] = idx
 
@@ -72,7 +74,11 @@ class Tokenizer(BaseTokenizer):
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"tokenizer model {model_path} does not exist")
         self.path = model_path
-        self.sp = spm.SentencePieceProcessor(model_file=model_path)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=model_path)
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"{model_path} is not a SentencePiece model ({str(e).splitlines()[0]}); give a "
+                            f"tokenizer.model, a WordPiece vocab.txt or a directory holding one") from None
 
         def lookup(token):
             idx = self.sp.piece_to_id(token)
@@ -126,6 +132,8 @@ class WordPieceTokenizer(BaseTokenizer):
         if not os.path.isfile(vocab_path):
             raise FileNotFoundError(f"vocabulary {vocab_path} does not exist")
         self.path, self.lowercase = vocab_path, lowercase
+        for _ in strict_text_lines(vocab_path):  # a binary or non-UTF-8 file fails here, naming its line
+            pass
         self.tok = BertWordPieceTokenizer(vocab_path, lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
         self._check_specials(self.tok.token_to_id)
 
@@ -157,8 +165,7 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> BaseTokenizer:
         for name in (SPM_FILE, WORDPIECE_FILE):
             if os.path.isfile(os.path.join(path, name)):
                 if lowercase is None and os.path.isfile(os.path.join(path, "tokenizer_config.json")):
-                    with open(os.path.join(path, "tokenizer_config.json")) as f:
-                        lowercase = json.load(f).get("do_lower_case")
+                    lowercase = read_json_file(os.path.join(path, "tokenizer_config.json")).get("do_lower_case")
                 return load_tokenizer(os.path.join(path, name), lowercase)
         raise FileNotFoundError(f"{path} has no {SPM_FILE} or {WORDPIECE_FILE}")
     if path.endswith(".txt"):

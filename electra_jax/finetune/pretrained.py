@@ -3,7 +3,6 @@ HuggingFace ELECTRA or BERT directory (e.g. a local copy of google/electra-small
 a BERT-family model such as all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 
 from electra_jax import hf
 from electra_jax.export import EXPORT_FORMAT, pretrained_networks
+from electra_jax.data.corpus import read_json_file
 from electra_jax.data.tokenizer import load_tokenizer
 from electra_jax.inference import load_network
 
@@ -23,8 +23,7 @@ def load_encoder(path: str):
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"init={path}: no config.json there; give a pretraining workdir, an "
                                 f"`electra-jax export` directory or a HuggingFace ELECTRA/BERT directory")
-    with open(config_file) as f:
-        info = json.load(f)
+    info = read_json_file(config_file)
     if info.get("format") == EXPORT_FORMAT:
         part = next(p for p in PREFERRED_PARTS if p in info["parts"])
         module, params, tokenizer = load_network(path, part)
