@@ -73,7 +73,7 @@ def _prepare_parser() -> argparse.ArgumentParser:
     p.add_argument("--tfds", default="", help="a prepared tfds dataset name (ArrayRecord format), e.g. wikipedia/20230601.en")
     p.add_argument("--tfds_split", default="train")
     p.add_argument("--tfds_data_dir", default=None)
-    p.add_argument("--text_key", default="text", help="jsonl field / tfds feature with the text")
+    p.add_argument("--text_key", default="text", help="the text's jsonl field, CSV/TSV column or tfds feature")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--tokenizer", default="", help="reuse a SentencePiece .model, a BERT WordPiece vocab.txt or a "
                    "HuggingFace model directory instead of training a SentencePiece model")

@@ -3,8 +3,8 @@ a missing, binary, non-UTF-8, malformed or truncated file, an unwritable place),
 exit code and one line on stderr that names what is wrong; no traceback, and nothing already written
 changes. Most cases fail before anything is compiled, so the battery runs in-process."""
 import json
-import os
 import shutil
+import sys
 
 import pytest
 
@@ -145,7 +145,7 @@ def test_bad_input_gets_one_clear_line(case, files, prepared, capsys):
     except SystemExit as e:  # absl and argparse errors exit with the message
         code = 1 if isinstance(e.code, str) else e.code
         if isinstance(e.code, str):
-            print(e.code, file=__import__("sys").stderr)
+            print(e.code, file=sys.stderr)
     err = capsys.readouterr().err.strip()
     assert code != 0, err
     assert message in err, err

@@ -15,7 +15,7 @@ from electra_jax.config import ConfigError
 from electra_jax.data.corpus import DataError
 from electra_jax.finetune.config import finetune_config
 from electra_jax.finetune.model import FinetuneModel
-from electra_jax.finetune.run import Finetuner, finetune
+from electra_jax.finetune.run import Finetuner, finetune, unknown_share
 from electra_jax.model import ModelConfig
 from electra_jax.optim import layerwise_lr_decay
 
@@ -157,30 +157,26 @@ def test_bad_inputs_fail_before_any_work(shared_data, pretrained_export, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_chinese_reviews_from_a_huggingface_directory(shared_data, tmp_path):
-    """The generic CSV classifier on real Chinese reviews, starting from a HuggingFace-format
-    ELECTRA directory (as a local copy of a released checkpoint would be) with a WordPiece vocab."""
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import BertWordPieceTokenizer
+def test_a_new_language_from_its_labelled_file_alone(shared_data, tmp_path):
+    """The README's new-language workflow on real Chinese reviews: `prepare` trains a tokenizer on
+    the labelled CSV's text column, and fine-tuning starts from that prepared data (a tokenizer, no
+    weights) with a tiny encoder trained from scratch."""
+    from electra_jax import cli
     reviews = shared_data / "chinese" / "waimai_10k.csv"
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train([str(reviews)], vocab_size=3000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    hf_dir = tmp_path / "hf"
-    hf_dir.mkdir()
-    wordpiece.save_model(str(hf_dir))
-    vocab_size = wordpiece.get_vocab_size()
-    model = transformers.ElectraForPreTraining(transformers.ElectraConfig(
-        vocab_size=vocab_size, embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=128))
-    model.save_pretrained(hf_dir)
-    c = quick_config("text", hf_dir, train_file=str(reviews), text_columns=("review",), max_train_examples=4000)
+    assert cli.main(["prepare", "--input", str(reviews), "--text_key", "review", "--output_dir",
+                     str(tmp_path / "zh"), "--vocab_size", "3000", "--seq_length", "64", "--num_workers", "1"]) == 0
+    c = quick_config("text", tmp_path / "zh", train_file=str(reviews), text_columns=("review",),
+                     max_train_examples=4000)
     c.train.epochs = 2
-    summary = finetune(c, str(tmp_path / "run"))
+    tuner = Finetuner(c, str(tmp_path / "run"))
+    assert tuner.from_scratch and tuner.encoder_cfg.hidden_size == 128 and tuner.encoder_cfg.vocab_size <= 3000
+    assert unknown_share(tuner.splits["train"][1], tuner.tokenizer.special_ids["unk"]) < 0.01
+    summary = tuner.run()
     dev = summary["runs"][0]["dev"]
     rows = (tmp_path / "run" / "seed_0" / "dev_predictions.tsv").read_text().splitlines()[1:]
     gold = [r.split("\t")[2] for r in rows]
     majority = max(gold.count("0"), gold.count("1")) / len(gold)
-    assert len(gold) == round(0.1 * 11987) and summary["init"] == f"HuggingFace {hf_dir}"
+    assert len(gold) == round(0.1 * 11987) and summary["init"].startswith("no pretrained weights")
     assert dev["accuracy"] > majority + 0.1 and dev["f1"] > 0.5, (dev, majority)
 
 

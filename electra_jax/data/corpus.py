@@ -1,13 +1,15 @@
 """Reading pretraining text: local files or a tfds dataset, as documents of sentences.
 
 Text files follow the reference's format: one sentence per line, a blank line between documents.
-.jsonl files hold one document per line in a text field (its newlines split sentences).
+.jsonl files hold one document per line in a text field (its newlines split sentences); .csv and
+.tsv files (a header row) one document per row, in the column the text field names.
 Lines that are not valid UTF-8 are counted and skipped; everything else that is wrong raises
 DataError naming the file (and line).
 """
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import glob
 import json
@@ -18,6 +20,8 @@ from typing import Iterable, Iterator
 Document = list[str]
 TEXT_SUFFIXES = (".txt", ".text", ".raw")
 JSONL_SUFFIXES = (".jsonl", ".json")
+CSV_SUFFIXES, TSV_SUFFIXES = (".csv",), (".tsv",)
+READABLE_SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES + TSV_SUFFIXES
 
 
 class DataError(ValueError):
@@ -44,9 +48,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(os.path.join(root, f) for root, _, names in os.walk(item) for f in names
-                           if f.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES))
+                           if f.endswith(READABLE_SUFFIXES))
             if not found:
-                raise DataError(f"directory {item} has no {'/'.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files")
+                raise DataError(f"directory {item} has no {'/'.join(READABLE_SUFFIXES)} files")
             files += found
         elif os.path.isfile(item):
             files.append(item)
@@ -131,6 +135,23 @@ def read_jsonl_file(path: str, stats: ReadStats, text_key: str) -> Iterator[Docu
             yield doc
 
 
+def read_table_file(path: str, stats: ReadStats, text_key: str) -> Iterator[Document]:
+    """A CSV (quoted) or TSV file with a header row: each row's `text_key` column is a document, so
+    the labelled file a user fine-tunes on can also train the tokenizer and the pretraining."""
+    tsv = path.endswith(TSV_SUFFIXES)
+    rows = csv.reader(_decoded_lines(path, stats), delimiter="\t" if tsv else ",",
+                      quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    header = [h.strip() for h in next(rows, [])]
+    if text_key not in header:
+        raise DataError(f"{path}:1: no column {text_key!r} in the header {header} (set --text_key)")
+    column = header.index(text_key)
+    for fields in rows:
+        if len(fields) > column:
+            doc = [s.strip() for s in fields[column].splitlines() if s.strip()]
+            if doc:
+                yield doc
+
+
 def read_files(files: list[str], stats: ReadStats, text_key: str = "text") -> Iterator[Document]:
     for path in files:
         stats.files += 1
@@ -139,8 +160,12 @@ def read_files(files: list[str], stats: ReadStats, text_key: str = "text") -> It
             stats.empty_files.append(path)
             continue
         before = stats.documents
-        reader = read_jsonl_file(path, stats, text_key) if path.endswith(JSONL_SUFFIXES) else \
-            read_text_file(path, stats)
+        if path.endswith(JSONL_SUFFIXES):
+            reader = read_jsonl_file(path, stats, text_key)
+        elif path.endswith(CSV_SUFFIXES + TSV_SUFFIXES):
+            reader = read_table_file(path, stats, text_key)
+        else:
+            reader = read_text_file(path, stats)
         for doc in reader:
             stats.documents += 1
             yield doc

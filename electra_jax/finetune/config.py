@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from electra_jax.config import default_config, need
+from electra_jax.config import MODEL_SIZES, default_config, need
 
 
 def finetune_config(task: str = "sst2") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = task
-    c.init = ""             # pretraining workdir, `electra-jax export` dir, or HuggingFace ELECTRA dir
+    c.init = ""             # pretraining workdir, `electra-jax export` dir, HuggingFace ELECTRA/BERT dir, or
+                            # prepared data (its tokenizer only: an encoder of model.size from scratch)
     c.from_scratch = False  # keep init's architecture and tokenizer but not its weights: the no-pretraining baseline
     c.seed = 0
     c.num_seeds = 1         # runs seeds seed .. seed+num_seeds-1 and reports mean and std
@@ -26,7 +27,9 @@ def finetune_config(task: str = "sst2") -> ml_collections.ConfigDict:
         tfds_name="", tfds_data_dir="",
         max_train_examples=0, max_eval_examples=0,  # 0: all (smaller for quick runs)
     ))
-    c.model = ml_collections.ConfigDict(dict(dropout_rate=0.1, attention_dropout_rate=0.1, dtype="float32"))
+    # size: the encoder built when init is prepared data (no weights to take a shape from)
+    c.model = ml_collections.ConfigDict(dict(dropout_rate=0.1, attention_dropout_rate=0.1, dtype="float32",
+                                             size="tiny"))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=32,
         eval_batch_size=64,
@@ -60,8 +63,9 @@ def resolved_hyperparameters(config, encoder_cfg) -> tuple[float, float]:
 
 def validate(config) -> None:
     t = config.train
-    need(bool(config.init), "init is empty: give a pretraining workdir, an `electra-jax export` directory or a "
-         "HuggingFace ELECTRA directory (--config.init=PATH)")
+    need(bool(config.init), "init is empty: give a pretraining workdir, an `electra-jax export` directory, a "
+         "HuggingFace ELECTRA/BERT directory, or prepared data to train from scratch (--config.init=PATH)")
+    need(config.model.size in MODEL_SIZES, f"model.size={config.model.size!r}: choose one of {sorted(MODEL_SIZES)}")
     need(config.data.source in ("files", "tfds"), f"data.source={config.data.source!r}: choose 'files' or 'tfds'")
     need(config.num_seeds >= 1, f"num_seeds={config.num_seeds} must be at least 1")
     for name in ("dropout_rate", "attention_dropout_rate"):

@@ -130,7 +130,8 @@ class Finetuner:
         config_lib.validate(config)
         self.config, self.workdir = config, os.path.abspath(workdir)
         self.task = get_task(config)
-        self.encoder_cfg, self.pretrained, self.tokenizer, self.source = load_encoder(config.init)
+        self.encoder_cfg, self.pretrained, self.tokenizer, self.source = load_encoder(config.init, config.model.size)
+        self.from_scratch = config.from_scratch or self.pretrained is None  # prepared data has no weights
         m = config.model
         self.encoder_cfg = self.encoder_cfg.replace(dropout_rate=m.dropout_rate,
                                                     attention_dropout_rate=m.attention_dropout_rate, dtype=m.dtype)
@@ -203,7 +204,7 @@ class Finetuner:
     def _init_state(self, seed):
         """Random head, pretrained embeddings and encoder, placed on the mesh by their logical axes."""
         state = self.plan.init(jax.random.key(seed))
-        if self.config.from_scratch:
+        if self.from_scratch:
             return state
         return state.replace(params=sharding.place_subtrees(state.params, self.pretrained, self.shardings.params,
                                                             f"the pretrained ({self.source})"))
