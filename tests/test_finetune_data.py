@@ -149,3 +149,22 @@ def test_a_tokenizer_that_does_not_cover_the_text_is_reported(shared_data, tok, 
         assert not caplog.records
         warn_unknown_tokens(arrays(reviews), tok, "english-spm")
     assert len(caplog.records) == 1 and "are [UNK] under the tokenizer of english-spm" in caplog.records[0].message
+
+
+def test_squad_without_a_dev_file_holds_out_whole_articles(shared_data):
+    """SQuAD from one file (the shared data has only dev-v1.1.json): data.dev_fraction of its
+    articles become the dev set, with every gold answer; training never sees their contexts."""
+    from electra_jax.finetune.config import finetune_config
+    from electra_jax.finetune.tasks import get_task
+    c = finetune_config("squad")
+    c.data.train_file = str(shared_data / "squad" / "v1.1" / "dev-v1.1.json")
+    c.data.dev_fraction = 0.2
+    task = get_task(c)
+    train, dev = task.read("train"), task.read("dev")
+    everything, _ = readers.read_squad(c.data.train_file, training=False)
+    articles = {e["article"] for e in everything}
+    dev_articles, train_articles = {e["article"] for e in dev}, {e["article"] for e in train}
+    assert not dev_articles & train_articles and len(dev_articles) == round(0.2 * len(articles))
+    assert len(dev) == sum(e["article"] in dev_articles for e in everything)
+    assert {e["context"] for e in dev}.isdisjoint({e["context"] for e in train})
+    assert max(len(e["answers"]) for e in dev) > 1  # scoring keeps every gold answer

@@ -257,7 +257,7 @@ def read_conll_tfds(name: str, split: str, data_dir: str | None, feature: str = 
 
 def read_squad(path: str, *, training: bool) -> tuple[list[dict], dict]:
     """Questions of a SQuAD 1.1/2.0 .json file as {"id", "question", "context", "answers":
-    [{"text", "start"}], "impossible"}. For training, an answer that is not at its stated place in
+    [{"text", "start"}], "impossible", "article" (its index in the file)}. For training, an answer that is not at its stated place in
     the context is skipped and counted (file and question id logged); evaluation keeps every answer
     since scoring compares text only."""
     _check_file(path)
@@ -289,7 +289,7 @@ def read_squad(path: str, *, training: bool) -> tuple[list[dict], dict]:
                         skipped.append(qa["id"])
                         continue
                 examples.append(dict(id=qa["id"], question=qa["question"], context=context, answers=answers,
-                                     impossible=impossible))
+                                     impossible=impossible, article=a))
     if skipped:
         logging.warning("%s: skipped %d questions whose answer is not at its answer_start (first: %s)", path,
                         len(skipped), skipped[:5])

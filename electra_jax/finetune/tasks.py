@@ -263,12 +263,28 @@ class SquadTask(Task):
         if d.source == "tfds":
             name = d.tfds_name or ("squad/v2.0" if self.version2 else "squad/v1.1")
             examples = readers.read_squad_tfds(name, split, d.tfds_data_dir)
+        elif split == "dev" and not d.dev_file:
+            examples = self._held_out_articles(readers.read_squad(d.train_file, training=False)[0], held_out=True)
         else:
             file = self._file(split)
             if not file:
                 raise ConfigError(f"data.{split}_file is empty: name the SQuAD .json file")
             examples, _ = readers.read_squad(file, training=split == "train")
+            if split == "train" and not d.dev_file:
+                examples = self._held_out_articles(examples, held_out=False)
         return self._limit(examples, split)
+
+    def _held_out_articles(self, examples, held_out: bool):
+        """Without a dev_file, data.dev_fraction of the training file's articles (never single
+        questions, so no dev context is seen in training) is the dev set."""
+        articles = sorted({e["article"] for e in examples})
+        order = np.random.RandomState(0).permutation(len(articles))
+        n_dev = max(1, int(round(self.data.dev_fraction * len(articles))))
+        if n_dev >= len(articles):
+            raise DataError(f"{self.data.train_file}: {len(articles)} article(s); too few to hold out a dev set "
+                            f"(give data.dev_file)")
+        dev = {articles[i] for i in order[:n_dev]}
+        return [e for e in examples if (e["article"] in dev) == held_out]
 
     def featurize(self, examples, tokenizer, split):
         s = self.config.squad
