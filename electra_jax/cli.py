@@ -397,9 +397,13 @@ COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"electra-jax: unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} "
+              f"(electra-jax --help says what each does)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and grain are chatty at INFO
     # jax reports at INFO every accelerator plugin it did not find ("Unable to initialize backend
