@@ -48,6 +48,29 @@ def measured_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 1
     return 2.0 * len(devices) * n ** 3 / _median_seconds(lambda: matmul(a, b), repeats)
 
 
+FMA_UNITS_PER_CORE = 2  # x86 server cores since Haswell / Zen 2 issue two vector FMAs per cycle
+
+
+def cpu_peak_flops(cpuinfo: str | None = None, cores: int | None = None) -> dict:
+    """The physical float32 peak of the CPU cores this process may use, each factor shown:
+    cores x FMA units x SIMD lanes (8 float32 with AVX2, 16 with AVX-512) x 2 FLOPs per FMA x the
+    clock /proc/cpuinfo reports (turbo can run higher: the peak at that clock is a floor, not a
+    ceiling). A measured rate above it means the measurement is wrong."""
+    if cpuinfo is None:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    mhz = [float(line.split(":", 1)[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz")]
+    cores = cores or len(os.sched_getaffinity(0))
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags and "fma" in flags else 4
+    hz = max(mhz) * 1e6 if mhz else float("nan")
+    flops_per_cycle = FMA_UNITS_PER_CORE * lanes * 2
+    return dict(cores=cores, fma_units=FMA_UNITS_PER_CORE, float32_lanes=lanes, flops_per_cycle_per_core=flops_per_cycle,
+                clock_hz=hz, peak_flops=cores * flops_per_cycle * hz,
+                arithmetic=f"{cores} cores x {FMA_UNITS_PER_CORE} FMA units x {lanes} lanes x 2 FLOPs x "
+                           f"{hz / 1e9:.3f} GHz = {cores * flops_per_cycle * hz / 1e9:.0f} GFLOP/s")
+
+
 def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict:
     """Random real tokens with [CLS] ... [SEP], full length: the shape of a packed pretraining batch."""
     rs = np.random.RandomState(seed)

@@ -371,6 +371,9 @@ def cmd_bench(argv: list[str]) -> dict:
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
             result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
+        if result["device_kind"] == "cpu":
+            result["cpu_peak"] = bench.cpu_peak_flops()
+            result["mfu_physical_peak"] = result["model_flops_per_second"] / result["cpu_peak"]["peak_flops"]
         if fv.breakdown:
             result["breakdown"] = bench.step_breakdown(config, vocab)
         if fv.reference:

@@ -135,3 +135,16 @@ def test_bench_finetune_trains_both_frameworks(tmp_path):
         assert result[framework]["examples_per_second"] > 0
     table = bench.finetune_table([result])
     assert "| electra-jax |" in table and "| transformers |" in table
+
+
+def test_cpu_peak_is_the_product_of_its_factors():
+    """The physical peak of this repository's machine (2 AMD cores, AVX2 + FMA, 2.445 GHz): 157
+    GFLOP/s; AVX-512 doubles the lanes."""
+    from electra_jax.bench import cpu_peak_flops
+    info = "processor\t: 0\ncpu MHz\t\t: 2445.404\nflags\t\t: fpu sse2 avx fma avx2\n" * 2
+    peak = cpu_peak_flops(info, cores=2)
+    assert peak["peak_flops"] == pytest.approx(2 * 2 * 8 * 2 * 2.445404e9)
+    assert "= 157 GFLOP/s" in peak["arithmetic"]
+    assert cpu_peak_flops(info.replace("avx2", "avx2 avx512f"), cores=2)["float32_lanes"] == 16
+    real = cpu_peak_flops()
+    assert real["cores"] >= 1 and real["peak_flops"] > 0
