@@ -325,17 +325,23 @@ def plot(results: dict, tasks, path: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     points = _points(results, tasks)
-    for objective in OBJECTIVES:
+    pretrained = [p["flops"] for (o, _), p in points.items() if o in OBJECTIVES]
+    one_budget = bool(pretrained) and max(pretrained) < 2 * min(pretrained)  # a FLOP axis would be one point
+    for i, objective in enumerate(OBJECTIVES):
         rows = [(p["flops"], *glue_average(p, tasks)) for (o, _), p in points.items() if o == objective]
         if rows:
             x, y, err = map(np.array, zip(*rows))
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+            ax.errorbar(np.full(len(x), i) if one_budget else x, y, yerr=err, marker="o", capsize=3,
                         label={"electra": "ELECTRA", "mlm": "masked LM (BERT)"}[objective])
     scratch = [p for (o, _), p in points.items() if o == "scratch"]
     if scratch:
         ax.axhline(glue_average(scratch[0], tasks)[0], color="gray", linestyle="--", label="no pretraining")
-    ax.set_xscale("log")
-    ax.set_xlabel("pretraining FLOPs")
+    if one_budget:
+        ax.set_xticks(range(len(OBJECTIVES)), [f"{o}\n{min(pretrained):.2g} FLOPs" for o in OBJECTIVES])
+        ax.set_xlim(-0.5, len(OBJECTIVES) - 0.5)
+    else:
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining FLOPs")
     ax.set_ylabel(f"dev score, mean of {', '.join(tasks)}")
     ax.grid(alpha=0.3)
     ax.legend()
