@@ -187,7 +187,9 @@ def bench_finetune(config, workdir: str, reference=None) -> dict:
     finetuner = Finetuner(config, os.path.join(workdir, "electra_jax"))
     summary = finetuner.run()
     main = summary["main_metric"]
-    result = dict(task=config.task, init=config.init, main_metric=main, seeds=summary["seeds"],
+    # GLUE-style metrics are fractions; the entity and SQuAD scorers report percentages
+    percent = 1.0 if finetuner.task.kind in ("tagging", "span") else 100.0
+    result = dict(task=config.task, init=config.init, main_metric=main, seeds=summary["seeds"], percent=percent,
                   epochs=finetuner.epochs, learning_rate=finetuner.learning_rate, batch_size=config.train.batch_size,
                   max_seq_length=config.max_seq_length, train_examples=len(finetuner.splits["train"][0]),
                   dev_examples=len(finetuner.splits["dev"][0]), settings=dict(FINETUNE_COMPARISON),
@@ -209,9 +211,10 @@ def finetune_table(results: list[dict]) -> str:
     for r in results:
         for framework in ("electra_jax", "transformers"):
             if framework in r:
-                mean, std = mean_std(r[framework]["dev"])
-                values = ", ".join(f"{100 * v:.1f}" for v in r[framework]["dev"])
+                scores = [r.get("percent", 100.0) * v for v in r[framework]["dev"]]
+                mean, std = mean_std(scores)
+                values = ", ".join(f"{v:.1f}" for v in scores)
                 lines.append(f"| {r['task']} ({r['main_metric']}) | {r['train_examples']} / {r['dev_examples']} | "
-                             f"{framework.replace('_', '-')} | {100 * mean:.1f} ± {100 * std:.1f} | {values} | "
+                             f"{framework.replace('_', '-')} | {mean:.1f} ± {std:.1f} | {values} | "
                              f"{r[framework]['examples_per_second']:.1f} |")
     return "\n".join(lines)
