@@ -156,10 +156,11 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
     for seed in seeds:
         torch.manual_seed(seed)
         model = _task_model(torch, transformers, config.init, task.kind, task.num_outputs, config.model.dropout_rate)
-        no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-        decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-        optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=t.weight_decay),
-                                       dict(params=no_decay, weight_decay=0.0)], lr=finetuner.learning_rate,
+        groups = {t.weight_decay: [], 0.0: []}  # no weight decay on biases and LayerNorms, as optim.decay_mask
+        for name, p in model.named_parameters():
+            groups[0.0 if name.endswith("bias") or "LayerNorm" in name else t.weight_decay].append(p)
+        optimizer = torch.optim.AdamW([dict(params=ps, weight_decay=wd) for wd, ps in groups.items()],
+                                      lr=finetuner.learning_rate,
                                       betas=(t.adam_b1, t.adam_b2), eps=t.adam_eps)
         schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
         history, train_seconds = [], 0.0

@@ -62,14 +62,19 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return files
 
 
+def _refuse_binary(path: str, lineno: int, raw: bytes) -> None:
+    """Text never holds NUL bytes; a binary file read as text would pass as a few odd lines."""
+    if b"\x00" in raw:
+        raise DataError(f"{path}:{lineno}: a NUL byte; this is a binary file, not UTF-8 text")
+
+
 def strict_text_lines(path: str) -> Iterator[str]:
     """Lines of a UTF-8 text file, line endings kept and a leading byte-order mark dropped, for
     files every line of which matters (labelled data, texts to predict, metadata): DataError names
     the first line that is binary or not UTF-8 instead of a UnicodeDecodeError."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            if b"\x00" in raw:
-                raise DataError(f"{path}:{lineno}: a NUL byte; this is a binary file, not UTF-8 text")
+            _refuse_binary(path, lineno, raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -92,8 +97,7 @@ def _decoded_lines(path: str, stats: ReadStats) -> Iterator[str]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             stats.lines += 1
-            if b"\x00" in raw:  # text never holds NUL bytes; a binary file would pass as a few lines of "text"
-                raise DataError(f"{path}:{lineno}: a NUL byte; this is a binary file, not text")
+            _refuse_binary(path, lineno, raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
