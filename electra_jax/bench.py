@@ -14,18 +14,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax import sharding
+from electra_jax import profile, sharding
 from electra_jax.config import max_predictions
 from electra_jax.data import pipeline
 from electra_jax.data.prepare import load_metadata
-from electra_jax.finetune.run import Finetuner, mean_std
+from electra_jax.finetune.model import FinetuneModel
+from electra_jax.finetune.run import INPUTS, Finetuner, FinetuneState, make_steps, mean_std
 from electra_jax.flops import nominal_peak, train_flops_per_step
+from electra_jax.model import model_configs
+from electra_jax.optim import make_optimizer
 from electra_jax.train import build_training, create_train_state, init_train_state, make_train_step
 
 SPECIAL_IDS = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int, warmup: int = 0) -> float:
+    """Median wall time of fn() (JAX results waited for) over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -45,7 +51,7 @@ def measured_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 1
     b = jax.device_put(jnp.ones((len(devices), n, n), dtype), sharding)
     matmul = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y))
     jax.block_until_ready(matmul(a, b))
-    return 2.0 * len(devices) * n ** 3 / _median_seconds(lambda: matmul(a, b), repeats)
+    return 2.0 * len(devices) * n ** 3 / median_seconds(lambda: matmul(a, b), repeats)
 
 
 FMA_UNITS_PER_CORE = 2  # x86 server cores since Haswell / Zen 2 issue two vector FMAs per cycle
@@ -79,8 +85,10 @@ def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dic
     return dict(input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids))
 
 
-def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, devices=None) -> dict:
-    """Compile and time the real train step (make_train_step) on synthetic tokens."""
+def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, devices=None,
+               profile_dir: str | None = None) -> dict:
+    """Compile and time the real train step (make_train_step) on synthetic tokens; with
+    `profile_dir`, also trace 3 more steps there and split their time by kind of op."""
     devices = list(devices if devices is not None else jax.devices())
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
@@ -94,17 +102,16 @@ def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, device
         start = time.perf_counter()
         compiled = step.lower(state, batch, rng).compile()
         compile_seconds = time.perf_counter() - start
-        for _ in range(warmup):
-            state, metrics = compiled(state, batch, rng)
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = compiled(state, batch, rng)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
+        last = {"state": state}
+
+        def run_once():  # the state is donated: each step consumes the one before
+            last["state"], last["metrics"] = compiled(last["state"], batch, rng)
+            return last["metrics"]
+
+        step_seconds = median_seconds(run_once, steps, warmup)
+        metrics = last["metrics"]
+        traced = profile.profile_calls(run_once, compiled.as_text(), 3, profile_dir) if profile_dir else None
     memory = compiled.memory_analysis()
-    step_seconds = statistics.median(times)
     flops = train_flops_per_step(config, vocab_size)
     tokens = config.train.batch_size * config.data.seq_length
     result = dict(step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
@@ -116,10 +123,54 @@ def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, device
                                       temporaries=memory.temp_size_in_bytes,
                                       peak=memory.argument_size_in_bytes + memory.temp_size_in_bytes
                                       + memory.output_size_in_bytes - memory.alias_size_in_bytes)
+    if traced:
+        result["profile"] = traced
     peak = nominal_peak(devices[0])
     if peak:
         result["mfu_nominal"] = result["model_flops_per_second"] / (peak * len(devices))
     return result
+
+
+def bench_task_steps(config, vocab_size: int, steps: int = 10, warmup: int = 2, devices=None,
+                     profile_dir: str | None = None) -> dict:
+    """The fine-tuning train step and the batched forward (what `predict` and fine-tuning's
+    evaluation run) of the config's discriminator-sized encoder under a 2-class head, compiled as
+    `finetune` compiles them (finetune.run.make_steps), on the synthetic batch. Seconds per batch;
+    with `profile_dir`, each one's time by kind of op too."""
+    devices = list(devices if devices is not None else jax.devices())
+    mesh, rules = sharding.make_mesh(config, devices), sharding.axis_rules(config)
+    disc_cfg, _ = model_configs(config, vocab_size)
+    model = FinetuneModel(disc_cfg, kind="classification", num_outputs=2)
+    tx = make_optimizer(config.train)
+    arrays = synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size)
+    arrays["labels"] = arrays["input_ids"][:, 1] % 2
+
+    def init(rng):
+        params = model.init(rng, *(jnp.asarray(arrays[k][:1]) for k in INPUTS))["params"]
+        return FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        plan = sharding.sharded_init(init, mesh, rules)
+        state = plan.init(jax.random.key(0))
+        train, predict = make_steps(model, tx, plan.shardings, mesh)
+        batch = sharding.global_batch(arrays, sharding.batch_sharding(mesh))
+        rng = jax.random.key(1)
+        train = train.lower(state, batch, rng).compile()
+        predict = predict.lower(state.params, batch).compile()
+        states = [state]
+
+        def train_step():
+            states[0], loss = train(states[0], batch, rng)
+            return loss
+
+        forward = lambda: predict(states[0].params, batch)
+        result = dict(finetune_step_seconds=median_seconds(train_step, steps, warmup),
+                      inference_seconds=median_seconds(forward, steps, warmup))
+        if profile_dir:
+            result["profile"] = {
+                "finetune_step": profile.profile_calls(train_step, train.as_text(), 3, f"{profile_dir}/finetune_step"),
+                "inference": profile.profile_calls(forward, predict.as_text(), 3, f"{profile_dir}/inference")}
+        return result
 
 
 def step_breakdown(config, vocab_size: int, repeats: int = 5) -> dict:
@@ -140,16 +191,16 @@ def step_breakdown(config, vocab_size: int, repeats: int = 5) -> dict:
                                                  rngs=rngs).sum()))
     update = jax.jit(lambda g, o, p: tx.update(g, o, p)[0])
     grads = disc(state.params)
-    out = {"discriminator_fwd_bwd_seconds": _median_seconds(lambda: disc(state.params), repeats),
-           "generator_fwd_bwd_seconds": _median_seconds(lambda: gen(state.params), repeats),
-           "optimizer_update_seconds": _median_seconds(lambda: update(grads, state.opt_state, state.params), repeats)}
+    out = {"discriminator_fwd_bwd_seconds": median_seconds(lambda: disc(state.params), repeats),
+           "generator_fwd_bwd_seconds": median_seconds(lambda: gen(state.params), repeats),
+           "optimizer_update_seconds": median_seconds(lambda: update(grads, state.opt_state, state.params), repeats)}
     flops = train_flops_per_step(config, vocab_size)
     out["discriminator_model_flops_per_second"] = flops["discriminator"] / out["discriminator_fwd_bwd_seconds"]
     h, f = config.model.hidden_size, config.model.intermediate_size
     for m, k, n in ((b * s, h, h), (b * s, h, f), (b * s, f, h)):
         x, y = jnp.ones((m, k), config.model.dtype), jnp.ones((k, n), config.model.dtype)
         matmul = jax.jit(jnp.dot)
-        out[f"matmul_{m}x{k}x{n}_flops_per_second"] = 2 * m * k * n / _median_seconds(lambda: matmul(x, y), repeats)
+        out[f"matmul_{m}x{k}x{n}_flops_per_second"] = 2 * m * k * n / median_seconds(lambda: matmul(x, y), repeats)
     return out
 
 

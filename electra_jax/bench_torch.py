@@ -3,18 +3,18 @@
 The pretraining step: the same ELECTRA joint step
 written with transformers (ElectraForMaskedLM generator + ElectraForPreTraining discriminator
 sharing one embedding block), with the same masking (85% [MASK], 15% kept), the generator head
-only at the masked positions, float32 Gumbel-max sampling without gradient, loss = generator +
-50 x discriminator, AdamW and gradient clipping. Fine-tuning: the checkpoint loaded by transformers,
+only at the masked positions, float32 sampling without gradient (torch.multinomial: one draw per position), loss = generator +
+50 x discriminator, AdamW and gradient clipping. The fine-tuning step and the batched forward
+at the discriminator's size (bench_task_reference). Fine-tuning: the checkpoint loaded by transformers,
 trained on the Finetuner's own arrays (finetune_reference). Needs the `bench` extra (torch,
 transformers).
 """
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
-from electra_jax.bench import SPECIAL_IDS, synthetic_batch
+from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch
 from electra_jax.config import max_predictions
 from electra_jax.finetune.features import IGNORE
 from electra_jax.finetune.run import INPUTS, epoch_batches
@@ -62,9 +62,9 @@ def joint_step(disc, gen, params, optimizer, batch, config, max_predictions: int
     picked = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = gen.generator_lm_head(gen.generator_predictions(picked))
     gen_loss = (F.cross_entropy(logits.transpose(1, 2), labels, reduction="none") * weights).sum() / weights.sum()
-    with torch.no_grad():
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape).clamp_min(1e-9)))
-        sampled = (logits.float() / config.pretrain.temperature + gumbel).argmax(-1)
+    with torch.no_grad():  # one draw per position from the tempered softmax, as electra-jax samples
+        probs = torch.softmax(logits.float() / config.pretrain.temperature, -1)
+        sampled = torch.multinomial(probs.flatten(0, 1), 1).view(positions.shape)
         sampled = torch.where(weights > 0, sampled, labels)
         corrupted = ids.clone().scatter_(1, positions, sampled)
         replaced = ((corrupted != ids) & attn.bool()).float()
@@ -86,27 +86,28 @@ def bench_reference(config, vocab_size: int, steps: int = 10, warmup: int = 2, t
     disc.train(), gen.train()
     batch = {k: torch.from_numpy(v).long() for k, v in
              synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size).items()}
-    for _ in range(warmup):
-        joint_step(disc, gen, params, optimizer, batch, config, max_predictions(config))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        loss = joint_step(disc, gen, params, optimizer, batch, config, max_predictions(config))
-        times.append(time.perf_counter() - start)
-    step_seconds = statistics.median(times)
+    losses = []
+    step = lambda: losses.append(joint_step(disc, gen, params, optimizer, batch, config, max_predictions(config)))
+    step_seconds = median_seconds(step, steps, warmup)
+    loss = losses[-1]
     return dict(step_seconds=step_seconds,
                 tokens_per_second=config.train.batch_size * config.data.seq_length / step_seconds,
                 threads=torch.get_num_threads(), torch=torch.__version__, loss=loss)
 
 
-def _task_model(torch, transformers, init: str, kind: str, num_outputs: int, dropout: float):
-    """The checkpoint's encoder (transformers' AutoModel) under the head electra-jax puts on it:
-    dropout + one linear layer on the [CLS] vector (sentence tasks) or on every token (tagging,
-    spans), initialised as transformers initialises linear layers."""
+def _pretrained_task_model(torch, transformers, init: str, kind: str, num_outputs: int, dropout: float):
+    """The checkpoint's encoder (transformers' AutoModel) under the head electra-jax puts on it."""
     config = transformers.AutoConfig.from_pretrained(init, hidden_dropout_prob=dropout,
                                                      attention_probs_dropout_prob=dropout)
     extra = dict(add_pooling_layer=False) if config.model_type == "bert" else {}
-    encoder = transformers.AutoModel.from_pretrained(init, config=config, **extra)
+    return _task_model(torch, transformers.AutoModel.from_pretrained(init, config=config, **extra), config, kind,
+                       num_outputs, dropout)
+
+
+def _task_model(torch, encoder, config, kind: str, num_outputs: int, dropout: float):
+    """`encoder` under electra-jax's task head: dropout + one linear layer on the [CLS] vector
+    (sentence tasks) or on every token (tagging, spans), initialised as transformers initialises
+    linear layers."""
 
     class TaskModel(torch.nn.Module):
         def __init__(self):
@@ -155,7 +156,8 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
     runs = []
     for seed in seeds:
         torch.manual_seed(seed)
-        model = _task_model(torch, transformers, config.init, task.kind, task.num_outputs, config.model.dropout_rate)
+        model = _pretrained_task_model(torch, transformers, config.init, task.kind, task.num_outputs,
+                                       config.model.dropout_rate)
         groups = {t.weight_decay: [], 0.0: []}  # no weight decay on biases and LayerNorms, as optim.decay_mask
         for name, p in model.named_parameters():
             groups[0.0 if name.endswith("bias") or "LayerNorm" in name else t.weight_decay].append(p)
@@ -187,3 +189,40 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
         runs.append(dict(seed=seed, best_epoch=best["epoch"], dev=best["dev"], final_dev=history[-1]["dev"],
                          train_seconds=train_seconds, train_examples=total * t.batch_size))
     return runs
+
+
+def bench_task_reference(config, vocab_size: int, steps: int = 10, warmup: int = 2) -> dict:
+    """transformers' ElectraModel at the discriminator's size under electra-jax's 2-class head:
+    the fine-tuning train step (AdamW, clipping) and the batched forward in inference mode, on the
+    synthetic batch bench.bench_task_steps uses. Seconds per batch, median."""
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    disc_cfg, _ = model_configs(config, vocab_size)
+    hf_config = _hf_config(transformers, disc_cfg, config.model.dropout_rate)
+    model = _task_model(torch, transformers.ElectraModel(hf_config), hf_config, "classification", 2,
+                        config.model.dropout_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=config.train.adam_eps)
+    arrays = synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size)
+    inputs = [torch.from_numpy(arrays[k]).long() for k in INPUTS]
+    labels = torch.from_numpy(arrays["input_ids"][:, 1] % 2).long()
+
+    def train_step():
+        loss = F.cross_entropy(model(*inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip_norm)
+        optimizer.step()
+
+    def forward():
+        with torch.inference_mode():
+            model(*inputs)
+
+    model.train()
+    train = median_seconds(train_step, steps, warmup)
+    model.eval()
+    return dict(finetune_step_seconds=train, inference_seconds=median_seconds(forward, steps, warmup),
+                threads=torch.get_num_threads())
+

@@ -18,10 +18,12 @@ commands:
   export     the pretrained networks alone, for fine-tuning: --workdir DIR --out EXPORT_DIR
   finetune   fine-tune on GLUE, SQuAD, CoNLL tagging or your own labelled text:
              --config configs/finetune/glue.py --config.task=sst2 --config.init=PATH --workdir DIR
-  bench      step --config C [--reference]: step time, tokens/s, FLOPs, MFU, memory, compile time
-             (and the PyTorch reference); data --config C --config.data.dir=D: the input pipeline's rate;
+  bench      step --config C [--reference] [--tasks] [--profile DIR]: step time, tokens/s, FLOPs, MFU,
+             memory, compile time (and the PyTorch reference; the fine-tuning step and inference; the
+             time by kind of op); data --config C --config.data.dir=D: the input pipeline's rate;
              finetune --config configs/finetune/glue.py --config.init=HF_DIR --workdir DIR [--reference]:
-             dev scores and examples/s, beside transformers + torch on the same data and settings
+             dev scores and examples/s, beside transformers + torch on the same data and settings;
+             plan --config C --accelerator v5p --chips 64: memory, step time, days on accelerators
   study      ELECTRA vs masked-LM pretraining at equal FLOPs, fine-tuned on GLUE tasks:
              --config configs/study/small_cpu.py --workdir DIR
   search     the recipe search behind a study: short pretraining runs of candidate recipes at the
@@ -341,10 +343,12 @@ def cmd_search(argv: list[str]) -> dict:
 
 
 def cmd_bench(argv: list[str]) -> dict:
-    if not argv or argv[0] not in ("step", "data", "finetune"):
-        raise SystemExit("usage: electra-jax bench step --config C [--reference] [--config.a.b=v ...] | "
+    if not argv or argv[0] not in ("step", "data", "finetune", "plan"):
+        raise SystemExit("usage: electra-jax bench step --config C [--reference] [--tasks] [--profile DIR] "
+                         "[--config.a.b=v ...] | "
                          "bench data --config C --config.data.dir=PREPARED [--step_seconds S] | "
-                         "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference]")
+                         "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference] | "
+                         "bench plan --config C --accelerator {v4,v5e,v5p,v100,a100,h100} --chips N")
 
     def define(flags, fv):
         flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
@@ -357,9 +361,34 @@ def cmd_bench(argv: list[str]) -> dict:
         flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
         flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
         flags.DEFINE_string("workdir", None, "bench finetune: where both runs write", flag_values=fv)
+        flags.DEFINE_bool("tasks", False, "bench step: also time the fine-tuning step and the batched forward "
+                          "(inference) at the discriminator's size", flag_values=fv)
+        flags.DEFINE_string("profile", None, "bench step: trace the step into DIR and print its time by kind of op",
+                            flag_values=fv)
+        flags.DEFINE_string("accelerator", None, "bench plan: the chip to plan for", flag_values=fv)
+        flags.DEFINE_integer("chips", 1, "bench plan: how many chips (host devices stand in for them)", flag_values=fv)
+        flags.DEFINE_float("efficiency", 0.5, "bench plan: the share of the roofline a tuned step reaches",
+                           flag_values=fv)
     fv = _pretrain_flags(argv[1:], f"bench {argv[0]}", define)
-    from electra_jax import bench
     config = fv.config
+    if argv[0] == "plan":
+        # host devices stand in for the chips; XLA reads this when the backend starts, below
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
+                                  f"--xla_force_host_platform_device_count={fv.chips}".strip()
+        from electra_jax import plan
+        if fv.accelerator is None:
+            raise SystemExit("electra-jax bench plan: --accelerator is required")
+        try:
+            result = plan.plan_run(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips,
+                                   fv.efficiency)
+        except ValueError as e:
+            raise SystemExit(f"electra-jax bench plan: {e}")
+        print(plan.format_plan(result))
+        if fv.json:
+            with open(fv.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return result
+    from electra_jax import bench, profile
     if argv[0] == "finetune":
         if not fv.workdir:
             raise SystemExit("electra-jax bench finetune: --workdir is required")
@@ -367,7 +396,7 @@ def cmd_bench(argv: list[str]) -> dict:
         result = bench.bench_finetune(config, fv.workdir, reference=finetune_reference if fv.reference else None)
     elif argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
-        result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup)
+        result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
             result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
@@ -376,15 +405,26 @@ def cmd_bench(argv: list[str]) -> dict:
             result["mfu_physical_peak"] = result["model_flops_per_second"] / result["cpu_peak"]["peak_flops"]
         if fv.breakdown:
             result["breakdown"] = bench.step_breakdown(config, vocab)
+        if fv.tasks:
+            result["tasks"] = bench.bench_task_steps(config, vocab, steps=fv.steps, warmup=fv.warmup,
+                                                     profile_dir=fv.profile and f"{fv.profile}/tasks")
         if fv.reference:
-            from electra_jax.bench_torch import bench_reference
+            from electra_jax.bench_torch import bench_reference, bench_task_reference
             result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
             result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
+            if fv.tasks:
+                result["reference"]["tasks"] = bench_task_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
+                result["tasks"]["speedup_vs_reference"] = {
+                    k: result["reference"]["tasks"][k] / result["tasks"][k] for k in result["tasks"] if k.endswith("_seconds")}
     else:
         result = bench.bench_data(config.data.dir, config.train.batch_size)
         if fv.step_seconds:
             result["ratio_to_step"] = result["examples_per_second"] / (config.train.batch_size / fv.step_seconds)
     print(json.dumps(result, indent=2))
+    if "profile" in result:
+        print("\npretraining step\n" + profile.format_breakdown(result["profile"]))
+    for name, traced in result.get("tasks", {}).get("profile", {}).items():
+        print(f"\n{name}\n" + profile.format_breakdown(traced))
     if argv[0] == "finetune":
         print("\n" + bench.finetune_table([result]))
     if fv.json:

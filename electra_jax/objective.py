@@ -105,10 +105,32 @@ def masked_lm_loss(logits, masked: Masked):
     return _weighted_mean(ce, masked.weights), _weighted_mean(correct, masked.weights)
 
 
-def sample_tokens(rng, logits, temperature):
-    """Gumbel-max sample in float32; no gradient reaches the generator through the sample."""
+def sample_tokens(rng, logits, temperature, block: int = 128):
+    """One token per row of `logits` [..., V] from softmax(logits / temperature), in float32; no
+    gradient reaches the generator through the sample.
+
+    Inverse-CDF sampling with one uniform number per row, in two levels: find the block of `block`
+    tokens whose cumulative mass passes u, then the token inside it. Gumbel-max (what
+    jax.random.categorical does) draws a random number for every vocabulary entry: 19 x 30522 per
+    sequence, about 9% of an ELECTRA-Small step on a CPU; this draws one and never cumsums the
+    whole vocabulary.
+    """
     logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
-    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+    vocab = logits.shape[-1]
+    blocks = -(-vocab // block)
+    probs = jax.nn.softmax(logits / temperature, axis=-1)
+    probs = jnp.pad(probs, [(0, 0)] * (probs.ndim - 1) + [(0, blocks * block - vocab)])
+    probs = probs.reshape(*probs.shape[:-1], blocks, block)
+    block_mass = probs.sum(-1)
+    mass_through = jnp.cumsum(block_mass, -1)                     # mass of blocks 0..b
+    u = (1.0 - jax.random.uniform(rng, logits.shape[:-1])) * mass_through[..., -1]  # in (0, total]
+    b = jnp.minimum(jnp.sum(mass_through < u[..., None], -1), blocks - 1)
+    mass_before = jnp.take_along_axis(mass_through - block_mass, b[..., None], -1)
+    inside = jnp.take_along_axis(probs, b[..., None, None], -2)[..., 0, :]
+    i = jnp.sum(mass_before + jnp.cumsum(inside, -1) < u[..., None], -1)
+    # a zero-probability token never has cumulative mass above a smaller index's, so it is never
+    # the first to pass u; the clamps only catch float rounding at the very end of the range
+    return jnp.minimum(b * block + jnp.minimum(i, block - 1), vocab - 1).astype(jnp.int32)
 
 
 def roc_auc(scores, labels, mask):

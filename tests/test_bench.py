@@ -6,8 +6,10 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from electra_jax import model as model_lib, perf_variants, plan, profile
 from electra_jax.flops import encoder_flops_per_token, train_flops_per_step
 from electra_jax.config import default_config
 from electra_jax.model import ElectraEncoderModel, ModelConfig
@@ -48,7 +50,8 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "electra_jax.cli", "bench", "step", "--config", "configs/electra_tiny.py",
                         "--config.train.batch_size=8", "--config.data.seq_length=32", "--vocab_size=500", "--steps=2",
-                        "--reference", "--breakdown", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                        "--reference", "--breakdown", "--tasks", "--profile", str(tmp_path / "trace"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -59,6 +62,17 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     assert parts["discriminator_fwd_bwd_seconds"] > parts["optimizer_update_seconds"] > 0
     # both start from the same loss scale: ln(500) + 50 * ln(2) ~ 40.9 at initialisation
     assert result["loss"] == pytest.approx(result["reference"]["loss"], rel=0.3)
+    # the fine-tuning step and the batched forward, beside transformers'
+    for side in (result["tasks"], result["reference"]["tasks"]):
+        assert side["finetune_step_seconds"] > side["inference_seconds"] > 0
+    assert set(result["tasks"]["speedup_vs_reference"]) == {"finetune_step_seconds", "inference_seconds"}
+    assert {"finetune_step", "inference"} == set(result["tasks"]["profile"])
+    assert result["tasks"]["profile"]["inference"]["ms_per_step"]["matmul"] > 0
+    # the traced steps' time, split by kind of op, adds up to the traced wall time
+    traced = result["profile"]
+    assert sum(traced["ms_per_step"].values()) == pytest.approx(traced["wall_ms_per_step"], rel=1e-6)
+    assert traced["ms_per_step"]["matmul"] > 0 and traced["ms_per_step"]["LayerNorm"] > 0
+    assert "| matmul |" in r.stdout
 
 
 def test_jax_attention_matches_flax_attention():
@@ -148,3 +162,87 @@ def test_cpu_peak_is_the_product_of_its_factors():
     assert cpu_peak_flops(info.replace("avx2", "avx2 avx512f"), cores=2)["float32_lanes"] == 16
     real = cpu_peak_flops()
     assert real["cores"] >= 1 and real["peak_flops"] > 0
+
+
+def test_collective_bytes_follow_the_ring_formulas():
+    hlo = """
+  %all-reduce.1 = f32[1024]{0} all-reduce(%p), channel_id=1, replica_groups={{0,1,2,3}}, to_apply=%add
+  %all-gather.2 = bf16[8,64]{1,0} all-gather(%q), channel_id=2, replica_groups=[2,2]<=[4], dimensions={0}
+  %reduce-scatter.3 = f32[16]{0} reduce-scatter(%r), channel_id=3, replica_groups={{0,1,2,3}}, dimensions={0}
+  %all-reduce.4 = (f32[8]{0}, f32[]) all-reduce(%s, %t), replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_1'}, to_apply=%add
+"""
+    out = plan.collective_seconds(hlo, devices=4, link_bytes_per_second=1e9)
+    sent = out["bytes_sent_by_kind"]
+    # 2(n-1)/n x 4 KiB, plus a tuple of 36 bytes over groups of 2 (the mesh's second axis)
+    assert sent["all-reduce"] == pytest.approx(2 * 3 / 4 * 4096 + 2 * 1 / 2 * 36)
+    assert sent["all-gather"] == pytest.approx(1 / 2 * 8 * 64 * 2)      # groups of 2: (n-1)/n x the gathered size
+    assert sent["reduce-scatter"] == pytest.approx(3 / 4 * 16 * 4 * 4)  # the whole input is 4 result shards
+    assert out["seconds"] == pytest.approx(sum(sent.values()) / 1e9)
+
+
+def test_bench_plan_on_four_host_devices(tmp_path):
+    """Data parallel over 4 chips: the step's all-reduces move each gradient once around the ring,
+    2(n-1)/n x the parameter bytes (plus a few scalars), and the arithmetic of the plan holds."""
+    out = tmp_path / "plan.json"
+    r = subprocess.run([sys.executable, "-m", "electra_jax.cli", "bench", "plan", "--config", "configs/electra_tiny.py",
+                        "--config.train.batch_size=8", "--config.data.seq_length=32", "--vocab_size=500",
+                        "--accelerator=v5e", "--chips=4", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = json.loads(out.read_text())
+    assert p["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1} and p["fits"]
+    # (a little more than the parameters: the shared embedding's two gradients cross separately)
+    assert 1.0 <= p["collective_bytes_sent_per_chip"]["all-reduce"] / (2 * 3 / 4 * p["parameter_bytes"]) < 1.2
+    assert p["roofline_step_seconds"] == pytest.approx(max(p["compute_seconds"], p["memory_seconds"])
+                                                       + p["collective_seconds"])
+    assert p["tokens_per_second"] == pytest.approx(8 * 32 / p["step_seconds"])
+    assert p["days"] == pytest.approx(p["num_steps"] * p["step_seconds"] / 86400)
+    assert "memory per chip" in r.stdout and "chip-hours" in r.stdout
+
+
+def test_bench_plan_refuses_an_unknown_accelerator():
+    r = subprocess.run([sys.executable, "-m", "electra_jax.cli", "bench", "plan", "--config", "configs/electra_tiny.py",
+                        "--accelerator=v9"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode != 0 and "--accelerator='v9': choose one of" in r.stderr.strip().splitlines()[-1]
+
+
+def test_profile_shares_overlapping_ops_and_counts_the_gaps():
+    """Two ops at once split that time evenly; time with no op running is its own line."""
+    hlo = """
+%fused_dot (p0: f32[4,4], p1: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: f32[4,4]) -> f32[4,4] {
+  %a = f32[4,4]{1,0} parameter(0)
+  %ynn_fusion = f32[4,4]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_dot, metadata={op_name="jit(f)/layer_0/dense/dot_general"}
+  %norm = f32[4,4]{1,0} add(%a, %a), metadata={op_name="jit(f)/jvp(M)/layer_0/LayerNorm/add"}
+  ROOT %ynn_fusion.2 = f32[4,4]{1,0} fusion(%norm, %a), kind=kCustom, calls=%fused_dot, metadata={op_name="jit(f)/dot_general"}
+}
+"""
+    ops = profile.hlo_ops(hlo)
+    assert ops["ynn_fusion"].fused == {"parameter", "dot"} and ops["norm"].opcode == "add"
+    events = [dict(name="ynn_fusion", ts=0, dur=10), dict(name="norm", ts=5, dur=10),
+              dict(name="ynn_fusion.2", ts=20, dur=10), dict(name="ThunkExecutor::Execute", ts=0, dur=30)]
+    result = profile.time_by_kind(events, ops, steps=1)
+    assert result["ms_per_step"] == pytest.approx({"matmul": 17.5e-3, "LayerNorm": 7.5e-3, profile.IDLE: 5e-3})
+    assert result["wall_ms_per_step"] == pytest.approx(30e-3) and result["ops_per_step"] == 3
+    assert result["gaps_over_1ms_per_step"] == 0  # one gap, of 5 microseconds
+
+
+def test_perf_variants_fused_qkv_computes_the_same_encoder(monkeypatch):
+    """The fused-QKV experiment keeps the parameters (same tree, same names) and the values."""
+    cfg = ModelConfig(vocab_size=300, embedding_size=32, hidden_size=64, num_layers=2, num_heads=4,
+                      intermediate_size=128)
+    ids = jax.random.randint(jax.random.key(1), (3, 24), 5, 300)
+    mask = (jnp.arange(24)[None] < jnp.array([24, 10, 3])[:, None]).astype(jnp.int32)
+    params = ElectraEncoderModel(cfg).init(jax.random.key(0), ids)
+    expected = ElectraEncoderModel(cfg).apply(params, ids, mask)
+    monkeypatch.setattr(model_lib, "SelfAttention", model_lib.SelfAttention)  # restored after the test
+    perf_variants._fused_qkv_attention()
+    assert jax.tree.structure(ElectraEncoderModel(cfg).init(jax.random.key(0), ids)) == jax.tree.structure(params)
+    np.testing.assert_allclose(ElectraEncoderModel(cfg).apply(params, ids, mask), expected, atol=1e-5)

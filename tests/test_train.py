@@ -14,7 +14,8 @@ def test_tiny_electra_learns_on_real_text(prepared, tmp_path):
     assert [r["step"] for r in logs] == list(range(10, 81, 10))
     first, last = logs[0], logs[-1]
     assert last["loss"] < first["loss"] - 0.5, (first["loss"], last["loss"])
-    assert last["generator_loss"] < first["generator_loss"] - 0.5
+    # single-batch values move by +-0.2 at this learning rate: average the second half of the run
+    assert np.mean([r["generator_loss"] for r in logs[-4:]]) < first["generator_loss"] - 0.5
     assert np.mean([r["generator_accuracy"] for r in logs[-2:]]) > 0.05
     assert 0.05 < last["replaced_fraction"] < 0.2
     assert result["eval"] and np.isfinite(result["eval"]["loss"])

@@ -1,0 +1,136 @@
+"""The step-time experiments of docs/performance.md that did not become code: each variant is the
+real train step with one thing changed, timed by bench.bench_step in its own process (environment
+variables such as the PRNG and XLA flags take effect at start-up), one after another in one run so
+that their ratios to the baseline are comparable.
+
+    python -m electra_jax.perf_variants --config configs/electra_small.py \\
+        --config.train.batch_size=32 --config.data.seq_length=128 [--variants a,b] [--json F]
+
+Variants that replace code do so by swapping a module attribute before the step is built; they
+are experiments, not options.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from electra_jax import bench, cli, objective, train
+from electra_jax import model as model_lib
+
+# name -> (environment, config overrides, code change)
+VARIANTS = {
+    "baseline": ({}, [], None),
+    "gumbel_max_sampling": ({}, [], "gumbel"),
+    "prng_rbg": ({"JAX_DEFAULT_PRNG_IMPL": "rbg"}, [], None),
+    "prng_unsafe_rbg": ({"JAX_DEFAULT_PRNG_IMPL": "unsafe_rbg"}, [], None),
+    "fused_qkv": ({}, [], "fused_qkv"),
+    "flattened_optimizer": ({}, [], "flatten"),
+    "xla_concurrency_scheduler": ({"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}, [], None),
+    "xla_onednn": ({"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, [], None),
+    "xla_ynnpack_off": ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}, [], None),
+    "xla_no_multithread_eigen": ({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}, [], None),
+    "no_dropout": ({}, ["--config.model.dropout_rate=0.0", "--config.model.attention_dropout_rate=0.0"], None),
+    "jax_attention_no_attention_dropout": ({}, ["--config.model.attention_impl=jax",
+                                                "--config.model.attention_dropout_rate=0.0"], None),
+}
+
+
+def _gumbel_max(rng, logits, temperature, block=None):
+    """The sampler before: Gumbel noise over the whole vocabulary, then argmax."""
+    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
+    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+def _fused_qkv_attention():
+    """Self-attention with the Q, K and V kernels concatenated at compute time into one
+    [H, 3H] matmul; the parameters stay three {kernel, bias} pairs, as checkpoints have them."""
+
+    class KernelAndBias(nn.Module):
+        cfg: object
+        features: int
+
+        @nn.compact
+        def __call__(self, in_features):
+            names = ("embed", "heads")
+            kernel = self.param("kernel", model_lib._dense_init(self.cfg, names), (in_features, self.features),
+                                self.cfg.param_dtype)
+            return kernel, self.param("bias", model_lib._zeros(names[-1:]), (self.features,), self.cfg.param_dtype)
+
+    class FusedQKVAttention(nn.Module):
+        cfg: object
+
+        @nn.compact
+        def __call__(self, x, mask, deterministic: bool):
+            c = self.cfg
+            parts = [KernelAndBias(c, c.hidden_size, name=n)(x.shape[-1]) for n in ("query", "key", "value")]
+            qkv = jnp.dot(x.astype(c.dtype), jnp.concatenate([k for k, _ in parts], 1).astype(c.dtype)) \
+                + jnp.concatenate([b for _, b in parts]).astype(c.dtype)
+            q, k, v = (t.reshape(*t.shape[:-1], c.num_heads, -1) for t in jnp.split(qkv, 3, axis=-1))
+            rng = self.make_rng("dropout") if not deterministic and c.attention_dropout_rate > 0 else None
+            y = nn.dot_product_attention(q, k, v, mask=mask, dropout_rng=rng, dropout_rate=c.attention_dropout_rate,
+                                         deterministic=deterministic, dtype=c.dtype)
+            return model_lib.dense_layer(c, c.hidden_size, ("heads", "embed"), "output")(
+                y.reshape(*y.shape[:-2], c.hidden_size))
+
+    model_lib.SelfAttention = FusedQKVAttention
+
+
+def _apply_code_change(change: str | None) -> None:
+    if change == "gumbel":
+        objective.sample_tokens = _gumbel_max
+    elif change == "fused_qkv":
+        _fused_qkv_attention()
+    elif change == "flatten":  # optax.flatten: the optimizer over one concatenated vector
+        make = train.make_optimizer
+        train.make_optimizer = lambda *a, **k: optax.flatten(make(*a, **k))
+
+
+def _run_one(name: str, argv: list[str]) -> dict:
+    env, overrides, _ = VARIANTS[name]
+    out = subprocess.run([sys.executable, "-m", "electra_jax.perf_variants", "--one", name] + argv + overrides,
+                         capture_output=True, text=True, env={**os.environ, **env})
+    if out.returncode != 0:
+        raise SystemExit(f"variant {name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--one":
+        _apply_code_change(VARIANTS[argv[1]][2])
+        fv = cli._pretrain_flags(argv[2:], "perf_variants", lambda flags, fv: flags.DEFINE_integer(
+            "steps", 6, "timed steps", flag_values=fv))
+        result = bench.bench_step(fv.config, fv.config.model.vocab_size or 30522, steps=fv.steps, warmup=1)
+        print(json.dumps(dict(variant=argv[1], step_seconds=result["step_seconds"], loss=result["loss"])))
+        return
+    names, out_file = list(VARIANTS), None
+    rest = []
+    for a in argv:
+        if a.startswith("--variants="):
+            names = a.split("=", 1)[1].split(",")
+        elif a.startswith("--json="):
+            out_file = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    results = []
+    for name in names:
+        results.append(_run_one(name, rest))
+        base = results[0]["step_seconds"]
+        print(f"{name:40s} {results[-1]['step_seconds']:.3f} s  ({results[-1]['step_seconds'] / base:.2f}x the first)",
+              flush=True)
+    if out_file:
+        with open(out_file, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

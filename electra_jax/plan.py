@@ -1,0 +1,178 @@
+"""A run planner for accelerators we do not have: the train step compiled for N devices (host CPU
+devices standing in for the chips), its compiled cost read back, and a roofline over a chip's
+published peak, memory bandwidth and interconnect.
+
+What it reads from the compiled per-device program: FLOPs and bytes accessed (XLA's cost
+analysis), the bytes each collective moves (all-reduce, all-gather, reduce-scatter, all-to-all,
+collective-permute, from their shapes and replica groups), and the memory the step needs (XLA's
+memory analysis: arguments + temporaries + outputs - donated aliases).
+
+The model, stated once: compute time = FLOPs / peak (bf16 peak for bfloat16 compute; the float32
+rate otherwise), memory time = bytes / HBM bandwidth, and the chip does whichever is longer
+(perfect overlap of the two); collectives run on a ring over the chip's interconnect and are not
+overlapped with compute. That roofline is a floor; real steps reach a fraction of it (`efficiency`,
+the share of the roofline a tuned step achieves: a stated assumption, default 0.5).
+Caveat: the costs come from XLA's CPU compiler, whose fusion differs from the TPU/GPU compilers',
+so bytes accessed (and memory) are an estimate of what the accelerator's compiler would produce.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import jax
+import flax.linen as nn
+
+from electra_jax import sharding
+from electra_jax.flops import train_flops_per_step
+from electra_jax.train import build_training, make_train_step, plan_train_state
+
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+    name: str
+    bf16_flops: float        # dense bf16/fp16 matmul peak per chip
+    float32_flops: float     # what float32 compute runs at (see `float32_note`)
+    hbm_bytes: float
+    hbm_bytes_per_second: float
+    link_bytes_per_second: float  # interconnect bandwidth per chip, one direction
+    float32_note: str
+
+
+# Vendor datasheet figures per chip.
+ACCELERATORS = {
+    "v4": Accelerator("TPU v4", 275e12, 275e12, 32 * GIB, 1.2e12, 2.7e11,
+                      "float32 matmuls run as one bf16 pass at JAX's default precision on TPU"),
+    "v5e": Accelerator("TPU v5e", 197e12, 197e12, 16 * GIB, 8.19e11, 2.0e11,
+                       "float32 matmuls run as one bf16 pass at JAX's default precision on TPU"),
+    "v5p": Accelerator("TPU v5p", 459e12, 459e12, 95 * GIB, 2.765e12, 6.0e11,
+                       "float32 matmuls run as one bf16 pass at JAX's default precision on TPU"),
+    "v100": Accelerator("V100 SXM2 16GB", 125e12, 15.7e12, 16 * GIB, 9.0e11, 1.5e11,
+                        "no TF32 on Volta: float32 runs on the CUDA cores (15.7 TFLOP/s)"),
+    "a100": Accelerator("A100 SXM 40GB", 312e12, 156e12, 40 * GIB, 1.555e12, 3.0e11,
+                        "float32 matmuls run as TF32 on the tensor cores (156 TFLOP/s)"),
+    "h100": Accelerator("H100 SXM", 989e12, 495e12, 80 * GIB, 3.35e12, 4.5e11,
+                        "float32 matmuls run as TF32 on the tensor cores (495 TFLOP/s)"),
+}
+
+_COLLECTIVE = re.compile(
+    r"= (\(.*?\)|\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\((.*)$", re.M)
+_ARRAY = re.compile(r"\b(pred|s8|u8|s16|u16|f16|bf16|s32|u32|f32|s64|u64|f64)\[([\d,]*)\]")
+_BYTES = dict(pred=1, s8=1, u8=1, s16=2, u16=2, f16=2, bf16=2, s32=4, u32=4, f32=4, s64=8, u64=8, f64=8)
+
+
+def _shape_bytes(shape_text: str) -> int:
+    return sum(_BYTES[t] * math.prod(int(d) for d in dims.split(",") if d) for t, dims in _ARRAY.findall(shape_text))
+
+
+def _group_size(attributes: str, default: int) -> int:
+    """Devices per replica group, in each of the three ways HLO prints the groups."""
+    mesh = re.search(r"replica_groups=mesh\[([^\]]*)\] \{([^}]*)\}", attributes)
+    if mesh:
+        sizes = {name: int(size) for name, size in re.findall(r"'(\w+)'=(\d+)", mesh.group(1))}
+        return math.prod(sizes[name] for name in re.findall(r"'(\w+)'", mesh.group(2)))
+    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", attributes)
+    if iota:
+        return int(iota.group(2))
+    listed = re.search(r"replica_groups=\{\{([\d,]*)\}", attributes)
+    if listed and listed.group(1):
+        return len(listed.group(1).split(","))
+    return default
+
+
+def collective_seconds(hlo_text: str, devices: int, link_bytes_per_second: float) -> dict:
+    """Bytes each chip sends for the program's collectives and the time on a ring: all-reduce
+    2(n-1)/n x size, all-gather and reduce-scatter (n-1)/n x the full size, all-to-all (n-1)/n x
+    size, collective-permute the size."""
+    by_kind, seconds = {}, 0.0
+    for result, kind, attributes in _COLLECTIVE.findall(hlo_text):
+        if kind == "all-gather" and result.startswith("("):  # async start: (operand, result)
+            result = result.rsplit(",", 1)[-1]
+        size = _shape_bytes(result)
+        if kind == "reduce-scatter":
+            size *= _group_size(attributes, devices)  # the result is one shard; the ring moves the whole
+        n = _group_size(attributes, devices)
+        factor = {"all-reduce": 2 * (n - 1) / n, "collective-permute": 1.0}.get(kind, (n - 1) / n)
+        sent = factor * size
+        by_kind[kind] = by_kind.get(kind, 0.0) + sent
+        seconds += sent / link_bytes_per_second
+    return dict(bytes_sent_by_kind=by_kind, seconds=seconds)
+
+
+def compile_step(config, vocab_size: int, devices) -> tuple:
+    """The real train step lowered and compiled for `devices` under the config's mesh; returns
+    (compiled, mesh, the train state's shapes)."""
+    mesh = sharding.make_mesh(config, devices)
+    rules = sharding.axis_rules(config)
+    training = build_training(config, vocab_size, dict(pad=0, unk=1, cls=2, sep=3, mask=4))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        plan = plan_train_state(training, config.data.seq_length, mesh, rules)
+        step = make_train_step(training, plan.shardings, mesh)
+        batch = {k: jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_length), jax.numpy.int32,
+                                         sharding=sharding.batch_sharding(mesh))
+                 for k in ("input_ids", "attention_mask", "token_type_ids")}
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
+        return step.lower(plan.abstract, batch, rng).compile(), mesh, plan.abstract
+
+
+def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
+    """Memory per chip, roofline step time, tokens/s, days and chip-hours to config.train.num_steps."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"--accelerator={accelerator!r}: choose one of {sorted(ACCELERATORS)}")
+    if not 0 < efficiency <= 1:
+        raise ValueError(f"--efficiency={efficiency}: a share of the roofline, in (0, 1]")
+    devices = list(devices if devices is not None else jax.devices())
+    if len(devices) < chips:
+        raise ValueError(f"--chips={chips} but this process has {len(devices)} devices: run with "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={chips}")
+    chip = ACCELERATORS[accelerator]
+    compiled, mesh, state = compile_step(config, vocab_size, devices[:chips])
+    parameter_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    memory = compiled.memory_analysis()
+    memory_bytes = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+                    - memory.alias_size_in_bytes)
+    bf16 = config.model.dtype == "bfloat16"
+    peak = chip.bf16_flops if bf16 else chip.float32_flops
+    compute = cost["flops"] / peak
+    hbm = cost["bytes accessed"] / chip.hbm_bytes_per_second
+    collectives = collective_seconds(compiled.as_text(), chips, chip.link_bytes_per_second)
+    roofline = max(compute, hbm) + collectives["seconds"]
+    step = roofline / efficiency
+    tokens = config.train.batch_size * config.data.seq_length
+    steps = config.train.num_steps
+    model_flops = train_flops_per_step(config, vocab_size)["total"]
+    return dict(
+        accelerator=chip.name, chips=chips, mesh=dict(mesh.shape), compute_dtype=config.model.dtype,
+        peak_flops_per_chip=peak, float32_note=None if bf16 else chip.float32_note,
+        memory_per_chip_gib=memory_bytes / GIB, hbm_per_chip_gib=chip.hbm_bytes / GIB,
+        fits=memory_bytes <= chip.hbm_bytes, parameter_bytes=parameter_bytes,
+        xla_flops_per_chip=cost["flops"], model_flops_per_step=model_flops,
+        bytes_accessed_per_chip=cost["bytes accessed"], collective_bytes_sent_per_chip=collectives["bytes_sent_by_kind"],
+        compute_seconds=compute, memory_seconds=hbm, collective_seconds=collectives["seconds"],
+        roofline_step_seconds=roofline, efficiency=efficiency, step_seconds=step,
+        tokens_per_second=tokens / step, sequences_per_second=config.train.batch_size / step,
+        mfu=model_flops / step / (peak * chips),
+        num_steps=steps, days=steps * step / 86400, chip_hours=steps * step * chips / 3600,
+        assumptions=("max(compute, HBM) per step + ring collectives not overlapped, divided by the efficiency; "
+                     "costs from XLA's CPU compiler for the per-chip program"))
+
+
+def format_plan(p: dict) -> str:
+    lines = [
+        f"{p['chips']} x {p['accelerator']} (mesh {p['mesh']}), {p['compute_dtype']} compute at "
+        f"{p['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s per chip" + (f" ({p['float32_note']})" if p['float32_note'] else ""),
+        f"memory per chip: {p['memory_per_chip_gib']:.2f} GiB of {p['hbm_per_chip_gib']:.0f} GiB"
+        + ("" if p["fits"] else "  -- DOES NOT FIT: shard more (FSDP) or lower the batch"),
+        f"per step and chip: compute {p['compute_seconds'] * 1e3:.1f} ms, HBM {p['memory_seconds'] * 1e3:.1f} ms, "
+        f"collectives {p['collective_seconds'] * 1e3:.1f} ms -> roofline {p['roofline_step_seconds'] * 1e3:.1f} ms",
+        f"at {p['efficiency']:.0%} of the roofline: {p['step_seconds'] * 1e3:.1f} ms per step, "
+        f"{p['tokens_per_second']:,.0f} tokens/s, {p['sequences_per_second']:,.1f} sequences/s, MFU {p['mfu']:.0%}",
+        f"{p['num_steps']:,} steps: {p['days']:.2f} days, {p['chip_hours']:,.0f} chip-hours",
+        f"assumptions: {p['assumptions']}",
+    ]
+    return "\n".join(lines)
