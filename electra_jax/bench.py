@@ -85,6 +85,13 @@ def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dic
     return dict(input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids))
 
 
+def synthetic_task_batch(batch: int, seq: int, vocab_size: int) -> dict:
+    """synthetic_batch plus a 0/1 label per sequence: what both sides of the task-step comparison train on."""
+    arrays = synthetic_batch(batch, seq, vocab_size)
+    arrays["labels"] = arrays["input_ids"][:, 1] % 2
+    return arrays
+
+
 def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, devices=None,
                profile_dir: str | None = None) -> dict:
     """Compile and time the real train step (make_train_step) on synthetic tokens; with
@@ -142,8 +149,7 @@ def bench_task_steps(config, vocab_size: int, steps: int = 10, warmup: int = 2, 
     disc_cfg, _ = model_configs(config, vocab_size)
     model = FinetuneModel(disc_cfg, kind="classification", num_outputs=2)
     tx = make_optimizer(config.train)
-    arrays = synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size)
-    arrays["labels"] = arrays["input_ids"][:, 1] % 2
+    arrays = synthetic_task_batch(config.train.batch_size, config.data.seq_length, vocab_size)
 
     def init(rng):
         params = model.init(rng, *(jnp.asarray(arrays[k][:1]) for k in INPUTS))["params"]

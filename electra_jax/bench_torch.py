@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch
+from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch, synthetic_task_batch
 from electra_jax.config import max_predictions
 from electra_jax.finetune.features import IGNORE
 from electra_jax.finetune.run import INPUTS, epoch_batches
@@ -205,9 +205,9 @@ def bench_task_reference(config, vocab_size: int, steps: int = 10, warmup: int =
     model = _task_model(torch, transformers.ElectraModel(hf_config), hf_config, "classification", 2,
                         config.model.dropout_rate)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=config.train.adam_eps)
-    arrays = synthetic_batch(config.train.batch_size, config.data.seq_length, vocab_size)
+    arrays = synthetic_task_batch(config.train.batch_size, config.data.seq_length, vocab_size)
     inputs = [torch.from_numpy(arrays[k]).long() for k in INPUTS]
-    labels = torch.from_numpy(arrays["input_ids"][:, 1] % 2).long()
+    labels = torch.from_numpy(arrays["labels"]).long()
 
     def train_step():
         loss = F.cross_entropy(model(*inputs), labels)

@@ -25,6 +25,7 @@ import jax
 import flax.linen as nn
 
 from electra_jax import sharding
+from electra_jax.bench import SPECIAL_IDS
 from electra_jax.flops import train_flops_per_step
 from electra_jax.train import build_training, make_train_step, plan_train_state
 
@@ -91,10 +92,9 @@ def collective_seconds(hlo_text: str, devices: int, link_bytes_per_second: float
     for result, kind, attributes in _COLLECTIVE.findall(hlo_text):
         if kind == "all-gather" and result.startswith("("):  # async start: (operand, result)
             result = result.rsplit(",", 1)[-1]
-        size = _shape_bytes(result)
+        size, n = _shape_bytes(result), _group_size(attributes, devices)
         if kind == "reduce-scatter":
-            size *= _group_size(attributes, devices)  # the result is one shard; the ring moves the whole
-        n = _group_size(attributes, devices)
+            size *= n  # the result is one shard; the ring moves the whole
         factor = {"all-reduce": 2 * (n - 1) / n, "collective-permute": 1.0}.get(kind, (n - 1) / n)
         sent = factor * size
         by_kind[kind] = by_kind.get(kind, 0.0) + sent
@@ -107,7 +107,7 @@ def compile_step(config, vocab_size: int, devices) -> tuple:
     (compiled, mesh, the train state's shapes)."""
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
-    training = build_training(config, vocab_size, dict(pad=0, unk=1, cls=2, sep=3, mask=4))
+    training = build_training(config, vocab_size, SPECIAL_IDS)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         plan = plan_train_state(training, config.data.seq_length, mesh, rules)
         step = make_train_step(training, plan.shardings, mesh)

@@ -75,13 +75,18 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     assert "| matmul |" in r.stdout
 
 
-def test_jax_attention_matches_flax_attention():
-    """model.attention_impl='jax' (jax.nn.dot_product_attention: cuDNN flash attention on GPUs)
-    computes what the default does, padding mask included."""
+def _small_encoder_inputs():
+    """A 2-layer encoder config and a batch of 3 sequences with 24, 10 and 3 real tokens."""
     cfg = ModelConfig(vocab_size=300, embedding_size=32, hidden_size=64, num_layers=2, num_heads=4,
                       intermediate_size=128)
     ids = jax.random.randint(jax.random.key(1), (3, 24), 5, 300)
-    mask = (jnp.arange(24)[None] < jnp.array([24, 10, 3])[:, None]).astype(jnp.int32)
+    return cfg, ids, (jnp.arange(24)[None] < jnp.array([24, 10, 3])[:, None]).astype(jnp.int32)
+
+
+def test_jax_attention_matches_flax_attention():
+    """model.attention_impl='jax' (jax.nn.dot_product_attention: cuDNN flash attention on GPUs)
+    computes what the default does, padding mask included."""
+    cfg, ids, mask = _small_encoder_inputs()
     params = ElectraEncoderModel(cfg).init(jax.random.key(0), ids)
     flax_out = ElectraEncoderModel(cfg).apply(params, ids, mask)
     jax_out = ElectraEncoderModel(cfg.replace(attention_impl="jax")).apply(params, ids, mask)
@@ -236,10 +241,7 @@ ENTRY %main (a: f32[4,4]) -> f32[4,4] {
 
 def test_perf_variants_fused_qkv_computes_the_same_encoder(monkeypatch):
     """The fused-QKV experiment keeps the parameters (same tree, same names) and the values."""
-    cfg = ModelConfig(vocab_size=300, embedding_size=32, hidden_size=64, num_layers=2, num_heads=4,
-                      intermediate_size=128)
-    ids = jax.random.randint(jax.random.key(1), (3, 24), 5, 300)
-    mask = (jnp.arange(24)[None] < jnp.array([24, 10, 3])[:, None]).astype(jnp.int32)
+    cfg, ids, mask = _small_encoder_inputs()
     params = ElectraEncoderModel(cfg).init(jax.random.key(0), ids)
     expected = ElectraEncoderModel(cfg).apply(params, ids, mask)
     monkeypatch.setattr(model_lib, "SelfAttention", model_lib.SelfAttention)  # restored after the test
