@@ -104,6 +104,9 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         temperature_start=1.0,
         temperature_steps=0,
         discriminator_warmup_steps=0,  # the discriminator's weight rises linearly from 0 over these steps
+        # The share of chosen positions that take a token shuffled from the batch's other chosen
+        # positions (a unigram replacement) instead of the generator's sample. 0: the reference.
+        shuffled_replacement_prob=0.0,
     ))
 
     c.data = ml_collections.ConfigDict(dict(
@@ -123,6 +126,9 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         adam_b2=0.999,
         adam_eps=1e-6,
         bias_correction=False,  # the reference's Adam has none
+        # ELECTRA: the generator's learning rate as a multiple of learning_rate (a per-network rate;
+        # shared embeddings follow the discriminator's). 1: the reference, one rate for both.
+        generator_learning_rate_scale=1.0,
         decay_norm_and_bias=False,  # the reference does not decay LayerNorm and bias parameters
         grad_clip_norm=1.0,
         log_every=100,
@@ -208,6 +214,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"pretrain.temperature={p.temperature} and temperature_start={p.temperature_start} must be positive")
     need(p.temperature_schedule in TEMPERATURE_SCHEDULES,
          f"pretrain.temperature_schedule={p.temperature_schedule!r}: choose one of {TEMPERATURE_SCHEDULES}")
+    need(0 <= p.shuffled_replacement_prob <= 1,
+         f"pretrain.shuffled_replacement_prob={p.shuffled_replacement_prob} must lie in [0, 1]")
     need(p.temperature_steps >= 0 and p.discriminator_warmup_steps >= 0,
          "pretrain.temperature_steps and discriminator_warmup_steps must not be negative")
     need(0 < max_predictions(config) <= config.data.seq_length,
@@ -228,6 +236,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"train.weight_decay={t.weight_decay} and grad_clip_norm={t.grad_clip_norm} must not be negative")
     need(p.discriminator_weight >= 0 and p.generator_weight >= 0,
          "pretrain.discriminator_weight and generator_weight must not be negative")
+    need(t.generator_learning_rate_scale > 0,
+         f"train.generator_learning_rate_scale={t.generator_learning_rate_scale} must be positive")
     need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")

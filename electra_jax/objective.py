@@ -33,6 +33,10 @@ class ObjectiveConfig:
     temperature_steps: int = 1
     # The discriminator's weight rises linearly from 0 over these steps (0: full weight from the start).
     discriminator_warmup_steps: int = 0
+    # Each chosen position takes, with this probability, the original token of another chosen
+    # position in the batch (a unigram replacement, as the paper's unigram generator) instead of the
+    # generator's sample: easy negatives a small discriminator learns context from (0: the reference).
+    shuffled_replacement_prob: float = 0.0
 
     @classmethod
     def from_config(cls, config, special_ids: dict, vocab_size: int) -> "ObjectiveConfig":
@@ -43,7 +47,8 @@ class ObjectiveConfig:
                    temperature=p.temperature, temperature_schedule=p.temperature_schedule,
                    temperature_start=p.temperature_start,
                    temperature_steps=p.temperature_steps or config.train.num_steps,
-                   discriminator_warmup_steps=p.discriminator_warmup_steps)
+                   discriminator_warmup_steps=p.discriminator_warmup_steps,
+                   shuffled_replacement_prob=p.get("shuffled_replacement_prob", 0.0))
 
     def temperature_at(self, step=None):
         """The sampling temperature at a training step; None (evaluation): the final one, the real task."""
@@ -133,6 +138,21 @@ def sample_tokens(rng, logits, temperature, block: int = 128):
     return jnp.minimum(b * block + jnp.minimum(i, block - 1), vocab - 1).astype(jnp.int32)
 
 
+def shuffled_replacements(rng, masked: Masked, prob: float):
+    """(tokens [B, P], used [B, P]): each real slot's `tokens` entry is the original token of
+    another real slot of the batch (one random cycle through them, so every original is given out
+    exactly once and the tokens follow the masked tokens' own unigram distribution); `used` holds
+    for each real slot with probability `prob`."""
+    k_order, k_use = jax.random.split(rng)
+    real = masked.weights.reshape(-1) > 0
+    order = jnp.argsort(jnp.where(real, jax.random.uniform(k_order, real.shape), 2.0))  # real slots first
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size))
+    source = order[(rank + 1) % jnp.maximum(real.sum(), 1)]  # the next real slot along the cycle
+    tokens = masked.labels.reshape(-1)[source].reshape(masked.labels.shape)
+    used = jax.random.bernoulli(k_use, prob, masked.labels.shape) & (masked.weights > 0)
+    return tokens, used
+
+
 def roc_auc(scores, labels, mask):
     """ROC AUC of `scores` separating labels 1 from 0 over the positions where mask is 1: the
     probability that a random positive scores above a random negative (Mann-Whitney, ties broken
@@ -187,12 +207,22 @@ def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic:
     sampled = sample_tokens(k_sample, gen_logits, temperature)
     original = batch["input_ids"]
     sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
-    corrupted = original.at[jnp.arange(original.shape[0])[:, None], masked.positions].set(sampled)
+    rows = jnp.arange(original.shape[0])[:, None]
+    shuffled = jnp.zeros_like(original, dtype=bool)
+    if cfg.shuffled_replacement_prob:  # its own key, so the reference's random streams stay as they were
+        tokens, used = shuffled_replacements(jax.random.fold_in(rng, 1), masked, cfg.shuffled_replacement_prob)
+        sampled = jnp.where(used, tokens, sampled)
+        shuffled = shuffled.at[rows, masked.positions].max(used)
+    corrupted = original.at[rows, masked.positions].set(sampled)
     labels = (corrupted != original) & attn.astype(bool)  # a correct sample counts as original
 
     disc_logits = model.apply({"params": params}, corrupted, types, attn, deterministic,
                               method="discriminator_logits", rngs={"dropout": k_disc_drop})
     disc_loss, metrics = discriminator_metrics(disc_logits, labels, attn)
+    if cfg.shuffled_replacement_prob:
+        # the detector on the generator's replacements alone (against every original token)
+        metrics["discriminator_auc_generator_replacements"] = roc_auc(
+            disc_logits.astype(jnp.float32), labels, attn.astype(bool) & ~shuffled)
 
     disc_weight = cfg.discriminator_weight_at(step)
     loss = cfg.generator_weight * gen_loss + disc_weight * disc_loss

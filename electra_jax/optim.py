@@ -79,6 +79,16 @@ def layerwise_lr_decay(decay: float, num_layers: int) -> optax.GradientTransform
     return optax.multi_transform({f"depth_{d}": optax.scale(decay ** (num_layers + 1 - d)) for d in depths}, labels)
 
 
+GENERATOR_PARTS = ("generator", "generator_head", "generator_embeddings")
+
+
+def scale_generator_updates(scale: float) -> optax.GradientTransformation:
+    """Multiply the generator's own updates (its encoder, head and, without sharing, its embeddings)
+    by `scale`: a per-network learning rate. Shared embeddings follow the discriminator's rate."""
+    labels = lambda params: {part: "generator" if part in GENERATOR_PARTS else "rest" for part in params}
+    return optax.partition({"generator": optax.scale(scale), "rest": optax.identity()}, labels)
+
+
 def make_optimizer(train_cfg, schedule: optax.Schedule | None = None,
                    extra: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
     """Clipping, Adam, weight decay, the learning rate, then `extra` (e.g. layerwise_lr_decay)."""

@@ -167,7 +167,9 @@ def run_search(study, workdir: str) -> dict:
 
 
 def search_table(results: dict) -> str:
-    """One row per candidate, ELECTRA's ranked by held-out AUC, then the masked-LM ones by held-out loss."""
+    """One row per candidate, ELECTRA's ranked by held-out AUC on the generator's replacements (the
+    task every candidate shares; a candidate with shuffled replacements also has its own mixture's
+    AUC), then the masked-LM ones by held-out loss."""
     def recipe_text(overrides):
         return ", ".join(f"{k}={v}" for k, v in overrides) or "reference"
 
@@ -176,14 +178,20 @@ def search_table(results: dict) -> str:
 
     def probed(r):
         return f"{100 * r['probe']:.1f}" if r["probe"] is not None else "–"
+    def generator_auc(e):
+        return e.get("discriminator_auc_generator_replacements", e["discriminator_auc"])
+
+    def auc_text(e):
+        mixture = f" ({e['discriminator_auc']:.3f} with shuffled)" if "discriminator_auc_generator_replacements" in e else ""
+        return f"{generator_auc(e):.3f}{mixture}"
     lines = ["| candidate | recipe | steps | held-out AUC | information gain (nats) | recall | "
              "masked-LM accuracy | masked-LM loss | frozen-feature probe |", "|---|---|---|---|---|---|---|---|---|"]
     electra = sorted((n for n, r in results.items() if r["objective"] == "electra"),
-                     key=lambda n: -results[n]["eval"]["discriminator_auc"])
+                     key=lambda n: -generator_auc(results[n]["eval"]))
     mlm = sorted((n for n, r in results.items() if r["objective"] == "mlm"), key=lambda n: results[n]["eval"]["mlm_loss"])
     for name in electra:
         r, e = results[name], results[name]["eval"]
-        lines.append(f"| {named(name)} | {recipe_text(r['overrides'])} | {r['steps']} | {e['discriminator_auc']:.3f} | "
+        lines.append(f"| {named(name)} | {recipe_text(r['overrides'])} | {r['steps']} | {auc_text(e)} | "
                      f"{e['discriminator_information_gain']:.4f} | {e['discriminator_recall']:.3f} | "
                      f"{e['generator_accuracy']:.3f} (generator) | {e['generator_loss']:.3f} | {probed(r)} |")
     for name in mlm:

@@ -28,7 +28,7 @@ from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.metrics_writer import MetricsWriter
 from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
 from electra_jax.objective import LOSSES, ObjectiveConfig
-from electra_jax.optim import learning_rate_schedule, make_optimizer
+from electra_jax.optim import learning_rate_schedule, make_optimizer, scale_generator_updates
 from electra_jax.progress import StepBar
 
 
@@ -63,8 +63,10 @@ class Training(NamedTuple):
 
 def build_training(config, vocab_size: int, special_ids: dict) -> Training:
     schedule = learning_rate_schedule(config.train)
+    generator_scale = config.train.get("generator_learning_rate_scale", 1.0)
+    per_network = scale_generator_updates(generator_scale) if generator_scale != 1.0 else None
     return Training(build_model(config, vocab_size), ObjectiveConfig.from_config(config, special_ids, vocab_size),
-                    LOSSES[config.objective], schedule, make_optimizer(config.train, schedule))
+                    LOSSES[config.objective], schedule, make_optimizer(config.train, schedule, extra=per_network))
 
 
 def init_params(model, seq_length: int, max_predictions: int, rng):

@@ -62,6 +62,8 @@ def test_command_line_overrides():
     ("pretrain.temperature_schedule", "exp", "temperature_schedule='exp'"),
     ("pretrain.temperature_start", 0.0, "temperature_start=0.0 must be positive"),
     ("pretrain.discriminator_warmup_steps", -1, "must not be negative"),
+    ("pretrain.shuffled_replacement_prob", 1.5, r"shuffled_replacement_prob=1.5 must lie in \[0, 1\]"),
+    ("train.generator_learning_rate_scale", 0.0, "generator_learning_rate_scale=0.0 must be positive"),
     ("model.dropout_rate", 2.0, r"model.dropout_rate=2.0 must lie in \[0, 1\)"),
     ("train.warmup_steps", -5, "train.warmup_steps=-5 must not be negative"),
     ("train.keep_checkpoints", -1, "train.keep_checkpoints=-1 must be >= 0"),

@@ -6,7 +6,7 @@ import pytest
 
 import numpy_reference as ref
 from electra_jax.model import ElectraPretrainer, ModelConfig
-from electra_jax.objective import ObjectiveConfig, electra_loss, mask_tokens, sample_tokens
+from electra_jax.objective import ObjectiveConfig, electra_loss, mask_tokens, sample_tokens, shuffled_replacements
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 VOCAB = 30000
@@ -182,3 +182,33 @@ def test_sampled_tokens_follow_the_tempered_softmax(temperature):
     assert observed[[0, 127, 128, 299]].sum() == 0
     stderr = np.sqrt(expected * (1 - expected) / draws)
     assert np.all(np.abs(observed - expected) <= 5 * stderr + 1e-6)
+
+
+def test_shuffled_replacements_are_other_masked_tokens_at_the_asked_rate():
+    """Unigram replacements: the real slots' tokens are a permutation of the batch's masked
+    originals, and about `prob` of the real slots take theirs."""
+    batch = random_batch(64, 40, seed=3)
+    masked = mask_tokens(jax.random.key(0), batch, objective(max_predictions=8), mask_frac=0.85, random_frac=0.0)
+    tokens, used = shuffled_replacements(jax.random.key(1), masked, 0.5)
+    labels, real, tokens, used = (np.asarray(x) for x in (masked.labels, masked.weights > 0, tokens, used))
+    assert not used[~real].any()
+    assert abs(used.sum() / real.sum() - 0.5) < 0.05
+    assert sorted(tokens[real]) == sorted(labels[real])  # a permutation of the real slots' originals
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_shuffled_replacement_prob_sets_where_the_corruption_comes_from(prob):
+    model, params = tiny_pretrainer()
+    batch = random_batch(6, 12, seed=5, vocab=50)
+    cfg = objective(max_predictions=4, vocab=50, shuffled_replacement_prob=prob)
+    _, (metrics, aux) = electra_loss(params, model, batch, jax.random.key(2), cfg, deterministic=True)
+    masked = aux["masked"]
+    real = np.asarray(masked.weights) > 0
+    chosen = np.take_along_axis(np.asarray(aux["corrupted"]), np.asarray(masked.positions), 1)[real]
+    if prob == 0.0:  # the reference: every chosen position holds the generator's sample
+        np.testing.assert_array_equal(chosen, np.asarray(aux["sampled"])[real])
+        assert "discriminator_auc_generator_replacements" not in metrics
+    else:  # every one holds some masked original of the batch, shuffled
+        assert sorted(chosen) == sorted(np.asarray(masked.labels)[real])
+        assert (chosen != np.asarray(masked.labels)[real]).any()
+        assert "discriminator_auc_generator_replacements" in metrics

@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from electra_jax.config import default_config
-from electra_jax.optim import decay_mask, learning_rate_schedule, make_optimizer
+from electra_jax.optim import decay_mask, learning_rate_schedule, make_optimizer, scale_generator_updates
 
 
 def train_cfg(**kw):
@@ -69,3 +69,15 @@ def test_bias_correction_option():
     # corrected: lr * g / |g| = 0.1 * sign(g); uncorrected (the reference): 0.1 * 0.1 / sqrt(0.001) * sign(g)
     np.testing.assert_allclose(first_update(True), -0.1 * np.sign(g["w"]), rtol=1e-3)
     np.testing.assert_allclose(first_update(False), -0.1 * 0.1 / np.sqrt(0.001) * np.sign(g["w"]), rtol=1e-3)
+
+
+def test_generator_learning_rate_scale_touches_only_the_generators_own_parameters():
+    params = {name: {"kernel": jnp.ones(2)} for name in
+              ("embeddings", "generator", "generator_head", "discriminator", "discriminator_head")}
+    grads = jax.tree.map(lambda p: jnp.array([0.5, -2.0]), params)
+    tx = make_optimizer(train_cfg(warmup_steps=0, bias_correction=True, weight_decay=0.0),
+                        extra=scale_generator_updates(0.25))
+    updates = tx.update(grads, tx.init(params), params)[0]
+    for name, update in updates.items():
+        scale = 0.25 if name.startswith("generator") else 1.0  # shared embeddings: the discriminator's rate
+        np.testing.assert_allclose(update["kernel"], -0.1 * scale * np.sign([0.5, -2.0]), rtol=1e-3, err_msg=name)

@@ -48,6 +48,12 @@ def get_config():
         ("tiny_generator", "electra", fast + (("model.generator_fraction", 0.0625), ("model.generator_num_layers", 1))),
         ("curriculum", "electra", fast + (("pretrain.temperature_schedule", "cosine"), ("pretrain.temperature_start", 3.0))),
         ("mask_25", "electra", fast + (("pretrain.mask_prob", 0.25),)),
+        # session 8: a faster discriminator than generator, easy (unigram) negatives, no dropout
+        ("fast_discriminator", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
+                                           ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))),
+        ("shuffled_50", "electra", SMALL_BUDGET_RECIPE + (("pretrain.shuffled_replacement_prob", 0.5),)),
+        ("no_dropout", "electra", SMALL_BUDGET_RECIPE + (("model.dropout_rate", 0.0),
+                                                         ("model.attention_dropout_rate", 0.0))),
     )))
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning
