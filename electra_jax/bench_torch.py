@@ -17,7 +17,7 @@ import time
 from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch, synthetic_task_batch
 from electra_jax.config import max_predictions
 from electra_jax.finetune.features import IGNORE
-from electra_jax.finetune.run import INPUTS, epoch_batches
+from electra_jax.finetune.run import INPUTS, PADDING_LOGIT, batch_length, cut_rows, epoch_batches
 from electra_jax.model import model_configs
 
 
@@ -134,13 +134,14 @@ def _task_loss(F, kind: str, outputs, batch):
         return F.mse_loss(outputs, batch["labels"].float())
     if kind == "tagging":
         return F.cross_entropy(outputs.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+    outputs = outputs.masked_fill(batch["attention_mask"][..., None] == 0, PADDING_LOGIT)
     return (F.cross_entropy(outputs[..., 0], batch["start_positions"])
             + F.cross_entropy(outputs[..., 1], batch["end_positions"])) / 2
 
 
 def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
     """Fine-tune the same HuggingFace checkpoint with transformers + torch: the Finetuner's own
-    tokenized arrays and batch order, its head, loss, learning rate, epochs and warmup, AdamW
+    tokenized arrays, batch order and batch lengths, its head, loss, learning rate, epochs and warmup, AdamW
     (bias-corrected; no weight decay on biases and LayerNorms), gradient clipping; each epoch scored
     by the task's own evaluation. One dict per seed, shaped like Finetuner.run_seed's."""
     import numpy as np
@@ -150,8 +151,8 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
     config, task, t = finetuner.config, finetuner.task, finetuner.config.train
     torch.set_num_threads(os.cpu_count() or 1)
     _, train_arrays, _ = finetuner.splits["train"]
+    train_arrays = {k: np.asarray(v) for k, v in train_arrays.items()}
     as_tensor = lambda v: torch.from_numpy(np.asarray(v, np.int64) if np.issubdtype(v.dtype, np.integer) else v)
-    train = {k: as_tensor(np.asarray(v)) for k, v in train_arrays.items()}
     total = finetuner.steps_per_epoch * finetuner.epochs
     runs = []
     for seed in seeds:
@@ -169,8 +170,10 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
         for epoch in range(1, finetuner.epochs + 1):
             model.train()
             start = time.perf_counter()
-            for rows in epoch_batches(len(train["input_ids"]), t.batch_size, seed, epoch):
-                batch = {k: v[rows] for k, v in train.items()}
+            for rows in epoch_batches(len(train_arrays["input_ids"]), t.batch_size, seed, epoch):
+                # the same cut of the padding as electra-jax's (transformers' dynamic padding, bucketed)
+                length = batch_length(train_arrays, rows, t.get("length_bucket", 0))
+                batch = {k: as_tensor(v) for k, v in cut_rows(train_arrays, rows, length).items()}
                 loss = _task_loss(F, task.kind, model(*(batch[k] for k in INPUTS)), batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -114,7 +114,9 @@ def test_reference_fine_tuning_loss_is_ours(kind):
         labels[rs.rand(6, 10) < 0.4] = IGNORE
         batch = dict(labels=labels)
     else:
-        batch = dict(start_positions=rs.randint(0, 10, 6), end_positions=rs.randint(0, 10, 6))
+        lengths = rs.randint(4, 11, 6)  # padding past each length: never an answer position
+        batch = dict(start_positions=rs.randint(0, 4, 6), end_positions=lengths - 1,
+                     attention_mask=(np.arange(10)[None] < lengths[:, None]).astype(np.int64))
     ours = float(task_loss(kind, jnp.asarray(outputs), {k: jnp.asarray(v) for k, v in batch.items()}))
     theirs = float(_task_loss(F, kind, torch.from_numpy(outputs), {k: torch.from_numpy(v) for k, v in batch.items()}))
     assert ours == pytest.approx(theirs, rel=1e-5)

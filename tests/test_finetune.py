@@ -15,7 +15,7 @@ from electra_jax.config import ConfigError
 from electra_jax.data.corpus import DataError
 from electra_jax.finetune.config import finetune_config
 from electra_jax.finetune.model import FinetuneModel
-from electra_jax.finetune.run import Finetuner, finetune, unknown_share
+from electra_jax.finetune.run import INPUTS, Finetuner, batch_length, cut_rows, finetune, task_loss, unknown_share
 from electra_jax.model import ModelConfig
 from electra_jax.optim import layerwise_lr_decay
 
@@ -45,6 +45,33 @@ def test_layerwise_decay_scales_each_depth():
     assert scale("encoder", "layer_2") == 0.5      # the top layer: one decay step below the head
     assert scale("encoder", "layer_0") == 0.125
     assert scale("encoder", "embeddings_project") == scale("embeddings") == 0.0625
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "span"])
+def test_training_batches_are_cut_to_their_longest_sequence_without_changing_the_loss(kind):
+    lengths = np.array([5, 9, 17, 3, 12, 20])
+    rs = np.random.RandomState(0)
+    mask = (np.arange(32)[None] < lengths[:, None]).astype(np.int32)
+    arrays = dict(input_ids=rs.randint(5, 50, (6, 32)) * mask, attention_mask=mask, token_type_ids=np.zeros((6, 32), np.int32))
+    if kind == "tagging":
+        arrays["labels"] = np.where(mask > 0, rs.randint(0, 3, (6, 32)), -1)
+    elif kind == "span":
+        arrays.update(start_positions=np.minimum(lengths - 1, 2), end_positions=lengths - 1)
+    else:
+        arrays["labels"] = rs.randint(0, 3, 6)
+    assert batch_length(arrays, np.array([0, 1, 3]), 8) == 16       # longest 9, rounded up to 8s
+    assert batch_length(arrays, np.arange(6), 8) == 24
+    assert batch_length(arrays, np.arange(6), 0) == batch_length(arrays, np.arange(6), 64) == 32  # never past the arrays
+    cfg = ModelConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_layers=2, num_heads=2,
+                      intermediate_size=32, max_position_embeddings=32)
+    model = FinetuneModel(cfg, kind=kind, num_outputs=2 if kind == "span" else 3)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32), jnp.int32))["params"]
+    rows = np.array([4, 0, 2])
+    def loss(batch):
+        return float(task_loss(kind, model.apply({"params": params}, *(batch[k] for k in INPUTS)), batch))
+    cut = cut_rows(arrays, rows, batch_length(arrays, rows, 8))
+    assert cut["input_ids"].shape == (3, 24) and (kind != "tagging" or cut["labels"].shape == (3, 24))
+    assert loss(cut) == pytest.approx(loss(cut_rows(arrays, rows, 32)), rel=1e-5)
 
 
 def _at(tree, path):

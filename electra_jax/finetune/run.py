@@ -38,6 +38,7 @@ from electra_jax.optim import layerwise_lr_decay, learning_rate_schedule, make_o
 from electra_jax.progress import StepBar
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PADDING_LOGIT = -1e9  # a span logit at a padding position
 
 
 @flax.struct.dataclass
@@ -49,7 +50,7 @@ class FinetuneState:
 
 def task_loss(kind: str, outputs, batch):
     """Mean loss of a batch: cross-entropy for classes and tags (ignoring unlabelled positions),
-    squared error for regression, mean of start and end cross-entropy for spans."""
+    squared error for regression, mean of start and end cross-entropy over the real tokens for spans."""
     if kind == "classification":
         return optax.softmax_cross_entropy_with_integer_labels(outputs, batch["labels"]).mean()
     if kind == "regression":
@@ -58,6 +59,8 @@ def task_loss(kind: str, outputs, batch):
         labelled = batch["labels"] != IGNORE
         ce = optax.softmax_cross_entropy_with_integer_labels(outputs, jnp.where(labelled, batch["labels"], 0))
         return jnp.sum(ce * labelled) / jnp.maximum(jnp.sum(labelled), 1)
+    # an answer never starts or ends in the padding: it is no candidate (and a cut batch scores the same)
+    outputs = jnp.where(batch["attention_mask"][..., None] > 0, outputs, PADDING_LOGIT)
     start = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 0], batch["start_positions"])
     end = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 1], batch["end_positions"])
     return ((start + end) / 2).mean()
@@ -83,11 +86,28 @@ def make_steps(model, tx, state_shardings, mesh):
     return train, predict
 
 
-def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding) -> dict:
-    """This process's share of a global batch of `rows`, assembled into global arrays."""
+def batch_length(arrays: dict, rows: np.ndarray, bucket: int) -> int:
+    """The sequence length a batch of `rows` is cut to: its longest real sequence (right padding)
+    rounded up to a multiple of `bucket`, at most the arrays' length; their length when bucket is 0.
+    From the global rows, so every process cuts the same."""
+    full = arrays["input_ids"].shape[1]
+    if not bucket:
+        return full
+    longest = int(arrays["attention_mask"][rows].sum(1).max())
+    return min(full, -(-max(longest, 1) // bucket) * bucket)
+
+
+def cut_rows(arrays: dict, rows: np.ndarray, length: int) -> dict:
+    """`rows` of every array, its sequence axis (the arrays' second, where it is the full length) cut to `length`."""
+    full = arrays["input_ids"].shape[1]
+    return {k: v[rows][:, :length] if v.ndim > 1 and v.shape[1] == full else v[rows] for k, v in arrays.items()}
+
+
+def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding, length: int) -> dict:
+    """This process's share of a global batch of `rows`, cut to `length`, assembled into global arrays."""
     n = len(rows) // jax.process_count()
     mine = rows[jax.process_index() * n:(jax.process_index() + 1) * n]
-    return sharding.global_batch({k: v[mine] for k, v in arrays.items()}, batch_sharding)
+    return sharding.global_batch(cut_rows(arrays, mine, length), batch_sharding)
 
 
 def _host(x) -> np.ndarray:
@@ -224,7 +244,8 @@ class Finetuner:
         for epoch in range(1, self.epochs + 1):
             start, losses = time.perf_counter(), []
             for rows in epoch_batches(len(train_arrays["input_ids"]), cfg.train.batch_size, seed, epoch):
-                state, loss = train_step(state, _local_rows(train_arrays, rows, batch_sharding), rng)
+                length = batch_length(train_arrays, rows, cfg.train.get("length_bucket", 0))
+                state, loss = train_step(state, _local_rows(train_arrays, rows, batch_sharding, length), rng)
                 losses.append(loss)
                 bar.dispatched(loss)
             train_loss = float(np.mean(jax.device_get(losses)))  # waits for the epoch's last step
@@ -260,7 +281,8 @@ class Finetuner:
         outputs = []
         for start in range(0, n, size):
             rows = np.arange(start, start + size) % n  # wrap around to fill the last batch
-            batch = _local_rows({k: arrays[k] for k in INPUTS}, rows, sharding.batch_sharding(self.mesh))
+            batch = _local_rows({k: arrays[k] for k in INPUTS}, rows, sharding.batch_sharding(self.mesh),
+                                arrays["input_ids"].shape[1])
             outputs.append(_host(predict(params, batch)))
         return np.concatenate(outputs)[:n]
 
