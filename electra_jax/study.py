@@ -161,9 +161,10 @@ def run_search(study, workdir: str) -> dict:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
     table = search_table(results)
+    trajectories = search_trajectory_table(workdir, results, study.train.log_every)
     with open(os.path.join(workdir, "search.md"), "w") as f:
-        f.write(table + "\n")
-    return dict(results=results, table=table, workdir=workdir)
+        f.write(table + "\n\n" + trajectories + "\n")
+    return dict(results=results, table=table, trajectories=trajectories, workdir=workdir)
 
 
 def search_table(results: dict) -> str:
@@ -200,6 +201,20 @@ def search_table(results: dict) -> str:
                      f"{e['mlm_loss']:.3f} | {probed(r)} |")
     if "random_weights" in results:
         lines.append(f"| random weights | no pretraining | 0 | – | – | – | – | – | {probed(results['random_weights'])} |")
+    return "\n".join(lines)
+
+
+def search_trajectory_table(workdir: str, results: dict, every: int) -> str:
+    """How each ELECTRA candidate's discriminator AUC moved during its run (training batches, at the
+    temperature of that step; the generator's replacements alone where some were shuffled)."""
+    runs = {name: read_metrics(os.path.join(workdir, "search", name), "train")
+            for name, r in results.items() if r["objective"] == "electra"}
+    last = max((r["step"] for rows in runs.values() for r in rows), default=0)
+    steps = list(range(every, last + 1, every))
+    lines = ["| candidate | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, rows in runs.items():
+        auc = {r["step"]: r.get("discriminator_auc_generator_replacements", r["discriminator_auc"]) for r in rows}
+        lines.append(f"| {name} | " + " | ".join(f"{auc[s]:.3f}" if s in auc else "–" for s in steps) + " |")
     return "\n".join(lines)
 
 

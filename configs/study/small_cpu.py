@@ -37,6 +37,7 @@ def get_config():
     # `electra-jax search --config configs/study/small_cpu.py --workdir runs/search`: one run per
     # candidate at 1/6 of the study's budget, on the same data and model.
     fast = (("train.bias_correction", True), ("train.learning_rate", 3e-4))
+    no_dropout = (("model.dropout_rate", 0.0), ("model.attention_dropout_rate", 0.0))
     c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=fast))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
@@ -52,8 +53,13 @@ def get_config():
         ("fast_discriminator", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
                                            ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))),
         ("shuffled_50", "electra", SMALL_BUDGET_RECIPE + (("pretrain.shuffled_replacement_prob", 0.5),)),
-        ("no_dropout", "electra", SMALL_BUDGET_RECIPE + (("model.dropout_rate", 0.0),
-                                                         ("model.attention_dropout_rate", 0.0))),
+        ("no_dropout", "electra", SMALL_BUDGET_RECIPE + no_dropout),
+        ("fast_discriminator_no_dropout", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
+                                                      ("train.generator_learning_rate_scale", 0.3),
+                                                      ("pretrain.mask_prob", 0.25)) + no_dropout),
+        ("mlm_adam_1e-3", "mlm", (("train.bias_correction", True), ("train.learning_rate", 1e-3))),
+        ("mlm_adam_1e-3_no_dropout", "mlm", (("train.bias_correction", True), ("train.learning_rate", 1e-3)) + no_dropout),
+        ("mlm_adam_3e-4_no_dropout", "mlm", fast + no_dropout),
     )))
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning
