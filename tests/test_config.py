@@ -37,11 +37,14 @@ def test_config_files_hold_the_paper_values():
 
 def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference():
     tiny = load("electra_tiny.py")
-    assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.pretrain.mask_prob) == (True, 3e-4, 0.25)
+    assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.train.generator_learning_rate_scale,
+            tiny.pretrain.mask_prob, tiny.model.dropout_rate, tiny.model.attention_dropout_rate) == (True, 1e-3, 0.3, 0.25, 0, 0)
     for size in ("small", "base", "large"):
         c = load(f"electra_{size}.py")
         assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \
             (False, "tied", "constant")
+        assert (c.train.generator_learning_rate_scale, c.pretrain.shuffled_replacement_prob, c.model.dropout_rate) == \
+            (1.0, 0.0, 0.1)
 
 
 def test_command_line_overrides():

@@ -9,7 +9,7 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
-from electra_jax.config import SMALL_BUDGET_RECIPE
+from electra_jax.config import NO_DROPOUT, SMALL_BUDGET_RECIPE
 
 
 def get_config():
@@ -37,8 +37,11 @@ def get_config():
     # `electra-jax search --config configs/study/small_cpu.py --workdir runs/search`: one run per
     # candidate at 1/6 of the study's budget, on the same data and model.
     fast = (("train.bias_correction", True), ("train.learning_rate", 3e-4))
-    no_dropout = (("model.dropout_rate", 0.0), ("model.attention_dropout_rate", 0.0))
-    c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=fast))
+    no_dropout = NO_DROPOUT
+    mask_25 = fast + (("pretrain.mask_prob", 0.25),)  # the previous small-budget recipe (session 6's choice)
+    c.recipe = ml_collections.ConfigDict(dict(
+        electra=SMALL_BUDGET_RECIPE,  # = fast_discriminator_no_dropout below
+        mlm=(("train.bias_correction", True), ("train.learning_rate", 1e-3)) + no_dropout))  # = mlm_adam_1e-3_no_dropout
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -48,12 +51,12 @@ def get_config():
         ("mlm_adam_3e-4", "mlm", fast),
         ("tiny_generator", "electra", fast + (("model.generator_fraction", 0.0625), ("model.generator_num_layers", 1))),
         ("curriculum", "electra", fast + (("pretrain.temperature_schedule", "cosine"), ("pretrain.temperature_start", 3.0))),
-        ("mask_25", "electra", fast + (("pretrain.mask_prob", 0.25),)),
+        ("mask_25", "electra", mask_25),
         # session 8: a faster discriminator than generator, easy (unigram) negatives, no dropout
         ("fast_discriminator", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
                                            ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))),
-        ("shuffled_50", "electra", SMALL_BUDGET_RECIPE + (("pretrain.shuffled_replacement_prob", 0.5),)),
-        ("no_dropout", "electra", SMALL_BUDGET_RECIPE + no_dropout),
+        ("shuffled_50", "electra", mask_25 + (("pretrain.shuffled_replacement_prob", 0.5),)),
+        ("no_dropout", "electra", mask_25 + no_dropout),
         ("fast_discriminator_no_dropout", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
                                                       ("train.generator_learning_rate_scale", 0.3),
                                                       ("pretrain.mask_prob", 0.25)) + no_dropout),
