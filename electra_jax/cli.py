@@ -216,7 +216,7 @@ def _print_result(result: dict) -> None:
 def cmd_demo(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(prog="electra-jax demo", description="Pretrain a tiny ELECTRA on stdlib docstrings.")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--vocab_size", type=int, default=4000)
     a = p.parse_args(argv)
     from electra_jax.config import SMALL_BUDGET_RECIPE, apply_overrides, default_config
