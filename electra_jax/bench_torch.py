@@ -172,7 +172,7 @@ def finetune_reference(finetuner, seeds: list[int]) -> list[dict]:
             start = time.perf_counter()
             for rows in epoch_batches(len(train_arrays["input_ids"]), t.batch_size, seed, epoch):
                 # the same cut of the padding as electra-jax's (transformers' dynamic padding, bucketed)
-                length = batch_length(train_arrays, rows, t.get("length_bucket", 0))
+                length = batch_length(train_arrays, rows, t.length_bucket)
                 batch = {k: as_tensor(v) for k, v in cut_rows(train_arrays, rows, length).items()}
                 loss = _task_loss(F, task.kind, model(*(batch[k] for k in INPUTS)), batch)
                 optimizer.zero_grad(set_to_none=True)

@@ -208,11 +208,10 @@ def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic:
     original = batch["input_ids"]
     sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
     rows = jnp.arange(original.shape[0])[:, None]
-    shuffled = jnp.zeros_like(original, dtype=bool)
     if cfg.shuffled_replacement_prob:  # its own key, so the reference's random streams stay as they were
         tokens, used = shuffled_replacements(jax.random.fold_in(rng, 1), masked, cfg.shuffled_replacement_prob)
         sampled = jnp.where(used, tokens, sampled)
-        shuffled = shuffled.at[rows, masked.positions].max(used)
+        shuffled = jnp.zeros_like(original, dtype=bool).at[rows, masked.positions].max(used)
     corrupted = original.at[rows, masked.positions].set(sampled)
     labels = (corrupted != original) & attn.astype(bool)  # a correct sample counts as original
 

@@ -167,6 +167,12 @@ def run_search(study, workdir: str) -> dict:
     return dict(results=results, table=table, trajectories=trajectories, workdir=workdir)
 
 
+def generator_auc(metrics: dict) -> float:
+    """The discriminator's AUC over the generator's replacements: the task every candidate shares
+    (a candidate with shuffled replacements logs it apart from its mixture's)."""
+    return metrics.get("discriminator_auc_generator_replacements", metrics["discriminator_auc"])
+
+
 def search_table(results: dict) -> str:
     """One row per candidate, ELECTRA's ranked by held-out AUC on the generator's replacements (the
     task every candidate shares; a candidate with shuffled replacements also has its own mixture's
@@ -179,8 +185,6 @@ def search_table(results: dict) -> str:
 
     def probed(r):
         return f"{100 * r['probe']:.1f}" if r["probe"] is not None else "–"
-    def generator_auc(e):
-        return e.get("discriminator_auc_generator_replacements", e["discriminator_auc"])
 
     def auc_text(e):
         mixture = f" ({e['discriminator_auc']:.3f} with shuffled)" if "discriminator_auc_generator_replacements" in e else ""
@@ -213,7 +217,7 @@ def search_trajectory_table(workdir: str, results: dict, every: int) -> str:
     steps = list(range(every, last + 1, every))
     lines = ["| candidate | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
     for name, rows in runs.items():
-        auc = {r["step"]: r.get("discriminator_auc_generator_replacements", r["discriminator_auc"]) for r in rows}
+        auc = {r["step"]: generator_auc(r) for r in rows}
         lines.append(f"| {name} | " + " | ".join(f"{auc[s]:.3f}" if s in auc else "–" for s in steps) + " |")
     return "\n".join(lines)
 

@@ -63,7 +63,8 @@ class Training(NamedTuple):
 
 def build_training(config, vocab_size: int, special_ids: dict) -> Training:
     schedule = learning_rate_schedule(config.train)
-    generator_scale = config.train.get("generator_learning_rate_scale", 1.0)
+    generator_scale = config.train.get("generator_learning_rate_scale", 1.0)  # absent from older workdirs' configs
+    # only when asked: the reference's optimizer state (and so its checkpoints) keeps its shape
     per_network = scale_generator_updates(generator_scale) if generator_scale != 1.0 else None
     return Training(build_model(config, vocab_size), ObjectiveConfig.from_config(config, special_ids, vocab_size),
                     LOSSES[config.objective], schedule, make_optimizer(config.train, schedule, extra=per_network))

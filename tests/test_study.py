@@ -101,6 +101,14 @@ def test_recipe_overrides_reach_the_pretraining_config_and_unknown_fields_are_re
         pretrain_config(c, "electra", "/unused", 600)
 
 
+def test_the_studys_recipes_are_search_candidates():
+    """docs/study.md says each objective's recipe is one of the search's rows: the config must agree."""
+    c = runpy.run_path("configs/study/small_cpu.py")["get_config"]()
+    candidates = {name: overrides for name, _, overrides in c.search.candidates}
+    assert c.recipe.electra == candidates["fast_discriminator_no_dropout"]
+    assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout"]
+
+
 def test_search_smoke_run(shared_data, tmp_path):
     c = smoke_config(shared_data)
     c.search.flops = 6e9  # about 10 steps each

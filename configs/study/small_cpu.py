@@ -37,11 +37,12 @@ def get_config():
     # `electra-jax search --config configs/study/small_cpu.py --workdir runs/search`: one run per
     # candidate at 1/6 of the study's budget, on the same data and model.
     fast = (("train.bias_correction", True), ("train.learning_rate", 3e-4))
-    no_dropout = NO_DROPOUT
     mask_25 = fast + (("pretrain.mask_prob", 0.25),)  # the previous small-budget recipe (session 6's choice)
-    c.recipe = ml_collections.ConfigDict(dict(
-        electra=SMALL_BUDGET_RECIPE,  # = fast_discriminator_no_dropout below
-        mlm=(("train.bias_correction", True), ("train.learning_rate", 1e-3)) + no_dropout))  # = mlm_adam_1e-3_no_dropout
+    fast_discriminator = (("train.bias_correction", True), ("train.learning_rate", 1e-3),
+                          ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))
+    mlm_1e3 = (("train.bias_correction", True), ("train.learning_rate", 1e-3))
+    # the search's choices: fast_discriminator_no_dropout and mlm_adam_1e-3_no_dropout
+    c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=mlm_1e3 + NO_DROPOUT))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -53,16 +54,13 @@ def get_config():
         ("curriculum", "electra", fast + (("pretrain.temperature_schedule", "cosine"), ("pretrain.temperature_start", 3.0))),
         ("mask_25", "electra", mask_25),
         # session 8: a faster discriminator than generator, easy (unigram) negatives, no dropout
-        ("fast_discriminator", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
-                                           ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))),
+        ("fast_discriminator", "electra", fast_discriminator),
         ("shuffled_50", "electra", mask_25 + (("pretrain.shuffled_replacement_prob", 0.5),)),
-        ("no_dropout", "electra", mask_25 + no_dropout),
-        ("fast_discriminator_no_dropout", "electra", (("train.bias_correction", True), ("train.learning_rate", 1e-3),
-                                                      ("train.generator_learning_rate_scale", 0.3),
-                                                      ("pretrain.mask_prob", 0.25)) + no_dropout),
-        ("mlm_adam_1e-3", "mlm", (("train.bias_correction", True), ("train.learning_rate", 1e-3))),
-        ("mlm_adam_1e-3_no_dropout", "mlm", (("train.bias_correction", True), ("train.learning_rate", 1e-3)) + no_dropout),
-        ("mlm_adam_3e-4_no_dropout", "mlm", fast + no_dropout),
+        ("no_dropout", "electra", mask_25 + NO_DROPOUT),
+        ("fast_discriminator_no_dropout", "electra", fast_discriminator + NO_DROPOUT),
+        ("mlm_adam_1e-3", "mlm", mlm_1e3),
+        ("mlm_adam_1e-3_no_dropout", "mlm", mlm_1e3 + NO_DROPOUT),
+        ("mlm_adam_3e-4_no_dropout", "mlm", fast + NO_DROPOUT),
     )))
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning

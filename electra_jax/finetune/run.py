@@ -103,11 +103,12 @@ def cut_rows(arrays: dict, rows: np.ndarray, length: int) -> dict:
     return {k: v[rows][:, :length] if v.ndim > 1 and v.shape[1] == full else v[rows] for k, v in arrays.items()}
 
 
-def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding, length: int) -> dict:
-    """This process's share of a global batch of `rows`, cut to `length`, assembled into global arrays."""
+def _local_rows(arrays: dict, rows: np.ndarray, batch_sharding, length: int | None = None) -> dict:
+    """This process's share of a global batch of `rows` (cut to `length` when given), assembled into global arrays."""
     n = len(rows) // jax.process_count()
     mine = rows[jax.process_index() * n:(jax.process_index() + 1) * n]
-    return sharding.global_batch(cut_rows(arrays, mine, length), batch_sharding)
+    local = {k: v[mine] for k, v in arrays.items()} if length is None else cut_rows(arrays, mine, length)
+    return sharding.global_batch(local, batch_sharding)
 
 
 def _host(x) -> np.ndarray:
@@ -244,7 +245,7 @@ class Finetuner:
         for epoch in range(1, self.epochs + 1):
             start, losses = time.perf_counter(), []
             for rows in epoch_batches(len(train_arrays["input_ids"]), cfg.train.batch_size, seed, epoch):
-                length = batch_length(train_arrays, rows, cfg.train.get("length_bucket", 0))
+                length = batch_length(train_arrays, rows, cfg.train.length_bucket)
                 state, loss = train_step(state, _local_rows(train_arrays, rows, batch_sharding, length), rng)
                 losses.append(loss)
                 bar.dispatched(loss)
@@ -281,8 +282,7 @@ class Finetuner:
         outputs = []
         for start in range(0, n, size):
             rows = np.arange(start, start + size) % n  # wrap around to fill the last batch
-            batch = _local_rows({k: arrays[k] for k in INPUTS}, rows, sharding.batch_sharding(self.mesh),
-                                arrays["input_ids"].shape[1])
+            batch = _local_rows({k: arrays[k] for k in INPUTS}, rows, sharding.batch_sharding(self.mesh))
             outputs.append(_host(predict(params, batch)))
         return np.concatenate(outputs)[:n]
 
