@@ -113,25 +113,24 @@ def test_search_smoke_run(shared_data, tmp_path):
     c = smoke_config(shared_data)
     c.search.flops = 6e9  # about 10 steps each
     c.search.candidates = (("reference", "electra", ()),
-                           ("gdes", "electra", (("model.embedding_sharing", "gdes"),)),
                            ("shuffled", "electra", (("pretrain.shuffled_replacement_prob", 0.5),)),
                            ("mlm_reference", "mlm", ()))
     result = run_search(c, str(tmp_path))
     found = json.loads((tmp_path / "search.json").read_text())
-    assert sorted(found) == ["gdes", "mlm_reference", "random_weights", "reference", "shuffled"]
-    saved = json.loads((tmp_path / "search" / "gdes" / "config.json").read_text())
-    assert saved["model"]["embedding_sharing"] == "gdes"
+    assert sorted(found) == ["mlm_reference", "random_weights", "reference", "shuffled"]
+    saved = json.loads((tmp_path / "search" / "shuffled" / "config.json").read_text())
+    assert saved["pretrain"]["shuffled_replacement_prob"] == 0.5
     assert 0 <= found.pop("random_weights")["probe"] <= 1
     for name, r in found.items():
         assert 0 <= r["probe"] <= 1 and r["flops"] == pytest.approx(6e9, rel=0.2)
         assert (r["objective"] == "mlm") == ("mlm_loss" in r["eval"])
     rows = result["table"].splitlines()[2:]
     # ranked by the AUC on the generator's replacements; the shuffled candidate shows its mixture's too
-    aucs = [float(row.split(" | ")[3].split()[0]) for row in rows[:3]]
-    assert aucs == sorted(aucs, reverse=True) and rows[3].startswith("| mlm_reference")
+    aucs = [float(row.split(" | ")[3].split()[0]) for row in rows[:2]]
+    assert aucs == sorted(aucs, reverse=True) and rows[2].startswith("| mlm_reference")
     shuffled = next(row for row in rows if row.startswith("| shuffled"))
     assert f"({found['shuffled']['eval']['discriminator_auc']:.3f} with shuffled)" in shuffled
-    assert rows[4].startswith("| random weights") and len(rows) == 5
+    assert rows[3].startswith("| random weights") and len(rows) == 4
     trajectory = {row.split(" | ")[0][2:]: row for row in result["trajectories"].splitlines()[2:]}
-    assert sorted(trajectory) == ["gdes", "reference", "shuffled"]  # ELECTRA's candidates, one AUC per logged step
+    assert sorted(trajectory) == ["reference", "shuffled"]  # ELECTRA's candidates, one AUC per logged step
     assert (tmp_path / "search.md").read_text() == result["table"] + "\n\n" + result["trajectories"] + "\n"

@@ -1,0 +1,84 @@
+"""How well replaced tokens can be spotted from bigram counts alone: a yardstick for the discriminator.
+
+A share of the held-out set's real tokens is replaced with draws from the training set's unigram
+distribution (replacements that look right in isolation, so only context gives them away), and
+every real token is scored by how much its two neighbours predict it: log p(x_i | x_{i-1}) +
+log p(x_i | x_{i+1}) - 2 log p(x_i), from add-k bigram counts over the training set. The ROC AUC
+of that score (replaced vs kept) is what local word order alone tells on this data; a
+discriminator below it has not yet learned what a bigram table knows.
+
+    python -m electra_jax.ngram_baseline PREPARED_DATA_DIR [--replace_prob 0.25] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from electra_jax.data.pipeline import array_record_source, decode_record
+from electra_jax.data.prepare import load_metadata
+from electra_jax.objective import roc_auc
+
+
+def split_ids(meta: dict, split: str) -> np.ndarray:
+    """Every example of a prepared split as token ids [N, seq_length] (padding included)."""
+    source = array_record_source(meta, split)
+    return np.stack([decode_record(source[i], meta["seq_length"])["input_ids"] for i in range(len(source))])
+
+
+class BigramCounts:
+    """Counts of adjacent token pairs, kept sparse (sorted pair codes) so a 30k vocabulary fits."""
+
+    def __init__(self, ids: np.ndarray, vocab_size: int, smoothing: float = 0.1):
+        self.vocab_size, self.k = vocab_size, smoothing
+        self.codes, self.counts = np.unique(ids[:, :-1].astype(np.int64) * vocab_size + ids[:, 1:], return_counts=True)
+        self.as_left = np.bincount(ids[:, :-1].ravel(), minlength=vocab_size)   # c(a, .)
+        self.as_right = np.bincount(ids[:, 1:].ravel(), minlength=vocab_size)   # c(., b)
+        unigram = np.bincount(ids.ravel(), minlength=vocab_size) + 1.0
+        self.log_unigram = np.log(unigram / unigram.sum())
+
+    def pair_counts(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        code = left.astype(np.int64) * self.vocab_size + right
+        at = np.clip(np.searchsorted(self.codes, code), 0, len(self.codes) - 1)
+        return np.where(self.codes[at] == code, self.counts[at], 0)
+
+    def neighbour_score(self, ids: np.ndarray) -> np.ndarray:
+        """[N, L] log-ratio of each token given its left and right neighbours over its unigram probability."""
+        left, right = ids[:, :-1], ids[:, 1:]
+        pairs = self.pair_counts(left, right) + self.k
+        kv = self.k * self.vocab_size
+        score = np.zeros(ids.shape)
+        score[:, 1:] += np.log(pairs / (self.as_left[left] + kv)) - self.log_unigram[right]   # x_i given x_{i-1}
+        score[:, :-1] += np.log(pairs / (self.as_right[right] + kv)) - self.log_unigram[left]  # x_i given x_{i+1}
+        return score
+
+
+def bigram_detector_auc(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int, special_ids,
+                        replace_prob: float = 0.25, seed: int = 0) -> float:
+    counts = BigramCounts(train_ids, vocab_size)
+    real = ~np.isin(eval_ids, list(special_ids))
+    rng = np.random.default_rng(seed)
+    chosen = (rng.random(eval_ids.shape) < replace_prob) & real
+    unigram = np.exp(counts.log_unigram) * ~np.isin(np.arange(vocab_size), list(special_ids))
+    corrupted = eval_ids.copy()
+    corrupted[chosen] = rng.choice(vocab_size, size=int(chosen.sum()), p=unigram / unigram.sum())
+    replaced = chosen & (corrupted != eval_ids)  # a draw of the original token counts as kept, as in ELECTRA
+    # a low score (the neighbours do not predict the token) means replaced
+    return float(roc_auc(-counts.neighbour_score(corrupted), replaced.astype(np.float32), real.astype(np.float32)))
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(prog="python -m electra_jax.ngram_baseline", description=__doc__.splitlines()[0])
+    p.add_argument("data_dir", help="a directory written by `electra-jax prepare`")
+    p.add_argument("--replace_prob", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    meta = load_metadata(a.data_dir)
+    auc = bigram_detector_auc(split_ids(meta, "train"), split_ids(meta, "eval"), meta["vocab_size"],
+                              meta["special_ids"].values(), a.replace_prob, a.seed)
+    print(f"bigram detector, {a.replace_prob:.0%} of held-out tokens replaced by unigram draws: ROC AUC {auc:.3f}")
+    return auc
+
+
+if __name__ == "__main__":
+    main()
