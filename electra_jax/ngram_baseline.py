@@ -73,6 +73,8 @@ def main(argv=None) -> float:
     p.add_argument("--replace_prob", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if not 0 < a.replace_prob < 1:
+        p.error(f"--replace_prob={a.replace_prob} must lie in (0, 1)")
     meta = load_metadata(a.data_dir)
     auc = bigram_detector_auc(split_ids(meta, "train"), split_ids(meta, "eval"), meta["vocab_size"],
                               meta["special_ids"].values(), a.replace_prob, a.seed)

@@ -37,3 +37,9 @@ def test_command_on_prepared_text(prepared, capsys):
     auc = main([prepared["dir"]])
     assert 0.55 < auc < 1.0  # real English: word order gives much of it away
     assert f"ROC AUC {auc:.3f}" in capsys.readouterr().out
+
+
+def test_a_replace_share_outside_0_1_is_refused(prepared, capsys):
+    with pytest.raises(SystemExit):
+        main([prepared["dir"], "--replace_prob", "1.5"])
+    assert "--replace_prob=1.5 must lie in (0, 1)" in capsys.readouterr().err
