@@ -396,6 +396,9 @@ def cmd_bench(argv: list[str]) -> dict:
         result = bench.bench_finetune(config, fv.workdir, reference=finetune_reference if fv.reference else None)
     elif argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
+        if fv.reference:  # a model the reference cannot build is refused before any compile, not after
+            from electra_jax.bench_torch import bench_reference, bench_task_reference, require_reference_attention
+            require_reference_attention(config.model.attention_bias)
         result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
@@ -409,7 +412,6 @@ def cmd_bench(argv: list[str]) -> dict:
             result["tasks"] = bench.bench_task_steps(config, vocab, steps=fv.steps, warmup=fv.warmup,
                                                      profile_dir=fv.profile and f"{fv.profile}/tasks")
         if fv.reference:
-            from electra_jax.bench_torch import bench_reference, bench_task_reference
             result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
             result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
             if fv.tasks:

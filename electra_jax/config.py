@@ -34,11 +34,15 @@ TRAINING_BY_SIZE = {
 # study's scale (docs/study.md, `electra-jax search`; highest held-out AUC and information gain):
 # Adam with bias correction at 1e-3 for the discriminator and 3e-4 for the generator (a
 # discriminator that learns faster than its generator), 25% of the tokens masked (as ELECTRA-Large)
-# and no dropout (short runs see each token about once). configs/electra_tiny.py, the demo and the
-# CPU study use it; default_config() and the paper-size configs keep the reference recipe.
+# no dropout (short runs see each token about once) and ALiBi attention biases (attention that
+# starts local: the discriminator learns from a token's neighbours sooner; such a model does not
+# export to HuggingFace). configs/electra_tiny.py and the demo use it; the CPU study's config
+# still names session 8's recipe (the same without ALiBi) until the study is rerun.
+# default_config() and the paper-size configs keep the reference recipe.
 NO_DROPOUT = (("model.dropout_rate", 0.0), ("model.attention_dropout_rate", 0.0))
-SMALL_BUDGET_RECIPE = (("train.bias_correction", True), ("train.learning_rate", 1e-3),
-                       ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25)) + NO_DROPOUT
+FAST_DISCRIMINATOR = (("train.bias_correction", True), ("train.learning_rate", 1e-3),
+                      ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))
+SMALL_BUDGET_RECIPE = FAST_DISCRIMINATOR + NO_DROPOUT + (("model.attention_bias", "alibi"),)
 
 
 class ConfigError(ValueError):
@@ -46,6 +50,7 @@ class ConfigError(ValueError):
 
 
 EMBEDDING_SHARING = ("tied", "gdes", "none")
+ATTENTION_BIASES = ("none", "alibi")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -80,6 +85,10 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         # trained by both losses), "gdes" (DeBERTa-v3's gradient-disentangled sharing: the
         # discriminator adds a zero-initialised delta to stop_gradient(the shared word table)), "none".
         embedding_sharing="tied",
+        # "alibi": every head adds -slope * |i - j| to its attention logits (Press et al. 2022, made
+        # symmetric for an encoder), so attention starts local; HuggingFace BERT/ELECTRA cannot carry
+        # it, so such a model does not export to HuggingFace. "none": the reference (BERT) attention.
+        attention_bias="none",
         # An explicit generator shape (0: from generator_fraction / the discriminator's depth);
         # init.hf_generator sets the widths.
         generator_num_layers=0,
@@ -208,6 +217,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"data.seq_length={config.data.seq_length} exceeds model.max_position_embeddings="
          f"{m.max_position_embeddings}")
     need(config.data.seq_length >= 8, f"data.seq_length={config.data.seq_length} is too short (min 8)")
+    need(m.get("attention_bias", "none") in ATTENTION_BIASES,
+         f"model.attention_bias={m.get('attention_bias')!r}: choose one of {ATTENTION_BIASES}")
     need(m.embedding_sharing in EMBEDDING_SHARING,
          f"model.embedding_sharing={m.embedding_sharing!r}: choose one of {EMBEDDING_SHARING}")
     need(m.generator_num_layers >= 0,

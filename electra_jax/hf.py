@@ -180,6 +180,10 @@ def save(module, params, path: str, tokenizer=None) -> None:
     """Write config.json, model.safetensors and (given a tokenizer) its files to `path`."""
     head = _head_of(module)
     arch, cfg = ELECTRA_ARCHITECTURES[head], module.cfg
+    if cfg.attention_bias != "none":
+        raise HFFormatError(f"this model was trained with model.attention_bias={cfg.attention_bias!r}; HuggingFace "
+                            f"BERT/ELECTRA attention has no such biases, so it cannot be exported to HuggingFace "
+                            f"(use `electra-jax export` and fine-tune with electra-jax)")
     prefix = "" if head == "encoder" else "electra."
     tensors = {}
     for ours, theirs, transpose in _name_pairs(cfg, head, prefix):

@@ -36,6 +36,7 @@ class ModelConfig:
     # "flax": flax's dot_product_attention (with attention dropout); "jax": jax.nn.dot_product_attention,
     # XLA's fused attention (cuDNN flash attention on NVIDIA GPUs), which has no attention dropout.
     attention_impl: str = "flax"
+    attention_bias: str = "none"  # "alibi": attention_bias_logits below; "none": BERT's attention
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
@@ -100,6 +101,18 @@ class Embeddings(nn.Module):
         return self.word_embeddings.attend(x)
 
 
+def alibi_slopes(num_heads: int) -> jnp.ndarray:
+    """Head h's penalty per position of distance: 2^-(1 + 3h). The first head halves its weight
+    with every position (it sees its neighbours); each next one is 8x gentler, the last ones near global."""
+    return 2.0 ** -(1.0 + 3.0 * jnp.arange(num_heads, dtype=jnp.float32))
+
+
+def alibi_logits(num_heads: int, length: int) -> jnp.ndarray:
+    """[1, heads, L, L] additive attention logits -slope_h * |i - j|."""
+    distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :]).astype(jnp.float32)
+    return -alibi_slopes(num_heads)[None, :, None, None] * distance[None, None]
+
+
 class SelfAttention(nn.Module):
     cfg: ModelConfig
 
@@ -113,13 +126,14 @@ class SelfAttention(nn.Module):
             return y.reshape(*y.shape[:-1], c.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
+        bias = alibi_logits(c.num_heads, x.shape[-2]).astype(q.dtype) if c.attention_bias == "alibi" else None
         if c.attention_impl == "jax":
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
         else:
             dropout_rng = None
             if not deterministic and c.attention_dropout_rate > 0:
                 dropout_rng = self.make_rng("dropout")
-            y = nn.dot_product_attention(q, k, v, mask=mask, dropout_rng=dropout_rng,
+            y = nn.dot_product_attention(q, k, v, bias=bias, mask=mask, dropout_rng=dropout_rng,
                                          dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
                                          dtype=c.dtype)
         return dense_layer(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))

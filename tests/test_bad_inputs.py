@@ -71,6 +71,8 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
     "prepare: an existing output": (["prepare", "--input", "{d}/good.txt", "--output_dir", "{d}/existing_output"],
                                     "already exists; pass --overwrite"),
     "an unknown command": (["frobnicate"], "unknown command 'frobnicate'; the commands are demo"),
+    "bench step: the PyTorch reference of an ALiBi model": (["bench", "step", "--config", TINY, "--reference"],
+                                                           "transformers' ELECTRA has no such attention biases"),
     "pretrain: an unknown flag": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir", "--stpes=3"],
                                   "Unknown command line flag 'stpes'"),
     "pretrain: a value of the wrong type": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir",

@@ -50,7 +50,7 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "electra_jax.cli", "bench", "step", "--config", "configs/electra_tiny.py",
                         "--config.train.batch_size=8", "--config.data.seq_length=32", "--vocab_size=500", "--steps=2",
-                        "--reference", "--breakdown", "--tasks", "--profile", str(tmp_path / "trace"), "--json", str(out)],
+                        "--config.model.attention_bias=none", "--reference", "--breakdown", "--tasks", "--profile", str(tmp_path / "trace"), "--json", str(out)],
                        capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]

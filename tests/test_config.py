@@ -38,13 +38,14 @@ def test_config_files_hold_the_paper_values():
 def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference():
     tiny = load("electra_tiny.py")
     assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.train.generator_learning_rate_scale,
-            tiny.pretrain.mask_prob, tiny.model.dropout_rate, tiny.model.attention_dropout_rate) == (True, 1e-3, 0.3, 0.25, 0, 0)
+            tiny.pretrain.mask_prob, tiny.model.dropout_rate, tiny.model.attention_dropout_rate,
+            tiny.model.attention_bias) == (True, 1e-3, 0.3, 0.25, 0, 0, "alibi")
     for size in ("small", "base", "large"):
         c = load(f"electra_{size}.py")
         assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \
             (False, "tied", "constant")
-        assert (c.train.generator_learning_rate_scale, c.pretrain.shuffled_replacement_prob, c.model.dropout_rate) == \
-            (1.0, 0.0, 0.1)
+        assert (c.train.generator_learning_rate_scale, c.pretrain.shuffled_replacement_prob, c.model.dropout_rate,
+                c.model.attention_bias) == (1.0, 0.0, 0.1, "none")
 
 
 def test_command_line_overrides():
@@ -62,6 +63,7 @@ def test_command_line_overrides():
     ("model.attention_impl", "cudnn", "choose .flax. or .jax."),
     ("objective", "bert", "objective='bert'"),
     ("model.embedding_sharing", "shared", "embedding_sharing='shared'"),
+    ("model.attention_bias", "rope", r"attention_bias='rope': choose one of \('none', 'alibi'\)"),
     ("pretrain.temperature_schedule", "exp", "temperature_schedule='exp'"),
     ("pretrain.temperature_start", 0.0, "temperature_start=0.0 must be positive"),
     ("pretrain.discriminator_warmup_steps", -1, "must not be negative"),

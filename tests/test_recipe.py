@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from electra_jax.model import ElectraPretrainer, ModelConfig, network_params
+from electra_jax import hf
+from electra_jax.model import (ElectraDiscriminator, ElectraPretrainer, ModelConfig, SelfAttention, alibi_logits,
+                               network_params)
 from electra_jax.objective import binary_entropy, discriminator_metrics, electra_loss, roc_auc
 from test_objective import objective, random_batch
 
@@ -158,3 +160,44 @@ def test_discriminator_warmup_starts_at_zero_weight():
     grads = jax.grad(lambda p: electra_loss(p, model, batch, jax.random.key(1), cfg, deterministic=True,
                                             step=jnp.asarray(0))[0])(params)
     assert norm(grads["discriminator"]) == 0.0 and norm(grads["generator"]) > 0
+
+
+def test_alibi_logits_penalise_distance_by_each_heads_slope():
+    logits = np.asarray(alibi_logits(3, 5))
+    i, j = np.meshgrid(np.arange(5), np.arange(5), indexing="ij")
+    for h, slope in enumerate([1 / 2, 1 / 16, 1 / 128]):
+        np.testing.assert_allclose(logits[0, h], -slope * np.abs(i - j))
+
+
+def test_alibi_attention_matches_numpy_attention_with_the_bias():
+    cfg = DISC.replace(attention_bias="alibi", attention_dropout_rate=0.0)
+    x = jax.random.normal(jax.random.key(0), (2, 7, cfg.hidden_size))
+    mask = np.ones((2, 1, 1, 7), bool)
+    mask[1, ..., 5:] = False  # padding at the end of the second sequence
+    layer = SelfAttention(cfg)
+    params = nn.meta.unbox(layer.init(jax.random.key(1), x, mask, True)["params"])
+    ours = np.asarray(layer.apply({"params": params}, x, mask, True))
+
+    heads, d = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    xn = np.asarray(x, np.float64)
+    proj = {n: (xn @ np.asarray(params[n]["kernel"]) + np.asarray(params[n]["bias"])).reshape(2, 7, heads, d)
+            for n in ("query", "key", "value")}
+    logits = np.einsum("bqhd,bkhd->bhqk", proj["query"], proj["key"]) / np.sqrt(d)
+    distance = np.abs(np.arange(7)[:, None] - np.arange(7)[None])
+    logits = logits - np.array([1 / 2, 1 / 16])[None, :, None, None] * distance
+    logits = np.where(mask, logits, -1e30)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    context = np.einsum("bhqk,bkhd->bqhd", weights, proj["value"]).reshape(2, 7, cfg.hidden_size)
+    expected = context @ np.asarray(params["output"]["kernel"]) + np.asarray(params["output"]["bias"])
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+    plain = np.asarray(SelfAttention(DISC.replace(attention_dropout_rate=0.0)).apply({"params": params}, x, mask, True))
+    assert np.abs(plain - ours).max() > 1e-3  # the bias changes the output
+
+
+def test_an_alibi_model_cannot_be_exported_to_huggingface(tmp_path):
+    module = ElectraDiscriminator(DISC.replace(attention_bias="alibi"))
+    params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    with pytest.raises(hf.HFFormatError, match="attention_bias='alibi'; HuggingFace BERT/ELECTRA attention has no"):
+        hf.save(module, nn.meta.unbox(params), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from electra_jax.config import ConfigError
+from electra_jax.config import SMALL_BUDGET_RECIPE, ConfigError
 from electra_jax.study import budget_steps, pretrain_config, run_search, run_study
 
 
@@ -107,6 +107,7 @@ def test_the_studys_recipes_are_search_candidates():
     candidates = {name: overrides for name, _, overrides in c.search.candidates}
     assert c.recipe.electra == candidates["fast_discriminator_no_dropout"]
     assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout"]
+    assert SMALL_BUDGET_RECIPE == candidates["fast_discriminator_no_dropout_alibi"]  # session 9's winner
 
 
 def test_search_smoke_run(shared_data, tmp_path):

@@ -9,7 +9,7 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
-from electra_jax.config import NO_DROPOUT, SMALL_BUDGET_RECIPE
+from electra_jax.config import FAST_DISCRIMINATOR, NO_DROPOUT, SMALL_BUDGET_RECIPE
 
 
 def get_config():
@@ -38,11 +38,12 @@ def get_config():
     # candidate at 1/6 of the study's budget, on the same data and model.
     fast = (("train.bias_correction", True), ("train.learning_rate", 3e-4))
     mask_25 = fast + (("pretrain.mask_prob", 0.25),)  # the previous small-budget recipe (session 6's choice)
-    fast_discriminator = (("train.bias_correction", True), ("train.learning_rate", 1e-3),
-                          ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))
     mlm_1e3 = (("train.bias_correction", True), ("train.learning_rate", 1e-3))
-    # the search's choices: fast_discriminator_no_dropout and mlm_adam_1e-3_no_dropout
-    c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=mlm_1e3 + NO_DROPOUT))
+    alibi = (("model.attention_bias", "alibi"),)
+    # the search's choices when the study last ran (session 8): fast_discriminator_no_dropout and
+    # mlm_adam_1e-3_no_dropout. Session 9's search ranks fast_discriminator_no_dropout_alibi first
+    # (SMALL_BUDGET_RECIPE); the study keeps session 8's recipes until it is rerun with it.
+    c.recipe = ml_collections.ConfigDict(dict(electra=FAST_DISCRIMINATOR + NO_DROPOUT, mlm=mlm_1e3 + NO_DROPOUT))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -54,13 +55,16 @@ def get_config():
         ("curriculum", "electra", fast + (("pretrain.temperature_schedule", "cosine"), ("pretrain.temperature_start", 3.0))),
         ("mask_25", "electra", mask_25),
         # session 8: a faster discriminator than generator, easy (unigram) negatives, no dropout
-        ("fast_discriminator", "electra", fast_discriminator),
+        ("fast_discriminator", "electra", FAST_DISCRIMINATOR),
         ("shuffled_50", "electra", mask_25 + (("pretrain.shuffled_replacement_prob", 0.5),)),
         ("no_dropout", "electra", mask_25 + NO_DROPOUT),
-        ("fast_discriminator_no_dropout", "electra", fast_discriminator + NO_DROPOUT),
+        ("fast_discriminator_no_dropout", "electra", FAST_DISCRIMINATOR + NO_DROPOUT),
         ("mlm_adam_1e-3", "mlm", mlm_1e3),
         ("mlm_adam_1e-3_no_dropout", "mlm", mlm_1e3 + NO_DROPOUT),
         ("mlm_adam_3e-4_no_dropout", "mlm", fast + NO_DROPOUT),
+        # session 9: attention that starts local (ALiBi biases), offered to both objectives
+        ("fast_discriminator_no_dropout_alibi", "electra", SMALL_BUDGET_RECIPE),
+        ("mlm_adam_1e-3_no_dropout_alibi", "mlm", mlm_1e3 + NO_DROPOUT + alibi),
     )))
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning
