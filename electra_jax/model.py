@@ -36,7 +36,7 @@ class ModelConfig:
     # "flax": flax's dot_product_attention (with attention dropout); "jax": jax.nn.dot_product_attention,
     # XLA's fused attention (cuDNN flash attention on NVIDIA GPUs), which has no attention dropout.
     attention_impl: str = "flax"
-    attention_bias: str = "none"  # "alibi": attention_bias_logits below; "none": BERT's attention
+    attention_bias: str = "none"  # "alibi": add alibi_logits (below) to every head's logits; "none": BERT's attention
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
