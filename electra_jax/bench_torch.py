@@ -15,21 +15,15 @@ import os
 import time
 
 from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch, synthetic_task_batch
-from electra_jax.config import ConfigError, max_predictions
+from electra_jax.config import max_predictions
 from electra_jax.finetune.features import IGNORE
 from electra_jax.finetune.run import INPUTS, PADDING_LOGIT, batch_length, cut_rows, epoch_batches
+from electra_jax.hf import require_bert_attention
 from electra_jax.model import model_configs
 
 
-def require_reference_attention(attention_bias: str) -> None:
-    """transformers' ELECTRA has BERT's attention only: timing it beside an ALiBi model would compare two models."""
-    if attention_bias != "none":
-        raise ConfigError(f"model.attention_bias={attention_bias!r}: transformers' ELECTRA has no such attention "
-                          f"biases, so the PyTorch reference cannot run this model; add --config.model.attention_bias=none")
-
-
 def _hf_config(transformers, cfg, dropout: float):
-    require_reference_attention(cfg.attention_bias)
+    require_bert_attention(cfg.attention_bias)  # else the reference would time another model
     return transformers.ElectraConfig(
         vocab_size=cfg.vocab_size, embedding_size=cfg.embedding_size, hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,

@@ -397,8 +397,9 @@ def cmd_bench(argv: list[str]) -> dict:
     elif argv[0] == "step":
         vocab = config.model.vocab_size or fv.vocab_size
         if fv.reference:  # a model the reference cannot build is refused before any compile, not after
-            from electra_jax.bench_torch import bench_reference, bench_task_reference, require_reference_attention
-            require_reference_attention(config.model.attention_bias)
+            from electra_jax.bench_torch import bench_reference, bench_task_reference
+            from electra_jax.hf import require_bert_attention
+            require_bert_attention(config.model.attention_bias)
         result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
         if fv.matmul_peak:
             result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)

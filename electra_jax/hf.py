@@ -176,14 +176,20 @@ def load(path: str, head: str | None = None):
     return MODULES[head](cfg), params
 
 
+def require_bert_attention(attention_bias: str) -> None:
+    """transformers' BERT and ELECTRA have BERT's attention only: a model with ALiBi biases can be
+    neither written for them nor stood in for by them."""
+    if attention_bias != "none":
+        raise HFFormatError(f"model.attention_bias={attention_bias!r}: HuggingFace BERT/ELECTRA attention has no such "
+                            f"biases, so transformers cannot hold this model; pretrain with "
+                            f"--config.model.attention_bias=none for one it can")
+
+
 def save(module, params, path: str, tokenizer=None) -> None:
     """Write config.json, model.safetensors and (given a tokenizer) its files to `path`."""
     head = _head_of(module)
     arch, cfg = ELECTRA_ARCHITECTURES[head], module.cfg
-    if cfg.attention_bias != "none":
-        raise HFFormatError(f"this model was trained with model.attention_bias={cfg.attention_bias!r}; HuggingFace "
-                            f"BERT/ELECTRA attention has no such biases, so it cannot be exported to HuggingFace "
-                            f"(use `electra-jax export` and fine-tune with electra-jax)")
+    require_bert_attention(cfg.attention_bias)
     prefix = "" if head == "encoder" else "electra."
     tensors = {}
     for ours, theirs, transpose in _name_pairs(cfg, head, prefix):

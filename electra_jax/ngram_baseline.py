@@ -56,10 +56,11 @@ class BigramCounts:
 def bigram_detector_auc(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int, special_ids,
                         replace_prob: float = 0.25, seed: int = 0) -> float:
     counts = BigramCounts(train_ids, vocab_size)
-    real = ~np.isin(eval_ids, list(special_ids))
+    special = np.asarray(list(special_ids))
+    real = ~np.isin(eval_ids, special)
     rng = np.random.default_rng(seed)
     chosen = (rng.random(eval_ids.shape) < replace_prob) & real
-    unigram = np.exp(counts.log_unigram) * ~np.isin(np.arange(vocab_size), list(special_ids))
+    unigram = np.exp(counts.log_unigram) * ~np.isin(np.arange(vocab_size), special)  # draw real tokens only
     corrupted = eval_ids.copy()
     corrupted[chosen] = rng.choice(vocab_size, size=int(chosen.sum()), p=unigram / unigram.sum())
     replaced = chosen & (corrupted != eval_ids)  # a draw of the original token counts as kept, as in ELECTRA

@@ -72,7 +72,7 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
                                     "already exists; pass --overwrite"),
     "an unknown command": (["frobnicate"], "unknown command 'frobnicate'; the commands are demo"),
     "bench step: the PyTorch reference of an ALiBi model": (["bench", "step", "--config", TINY, "--reference"],
-                                                           "transformers' ELECTRA has no such attention biases"),
+                                                           "HuggingFace BERT/ELECTRA attention has no such biases"),
     "pretrain: an unknown flag": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir", "--stpes=3"],
                                   "Unknown command line flag 'stpes'"),
     "pretrain: a value of the wrong type": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir",

@@ -199,6 +199,6 @@ def test_alibi_attention_matches_numpy_attention_with_the_bias(impl):
 def test_an_alibi_model_cannot_be_exported_to_huggingface(tmp_path):
     module = ElectraDiscriminator(DISC.replace(attention_bias="alibi"))
     params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
-    with pytest.raises(hf.HFFormatError, match="attention_bias='alibi'; HuggingFace BERT/ELECTRA attention has no"):
+    with pytest.raises(hf.HFFormatError, match="attention_bias='alibi': HuggingFace BERT/ELECTRA attention has no such biases"):
         hf.save(module, nn.meta.unbox(params), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
-from electra_jax.config import FAST_DISCRIMINATOR, NO_DROPOUT, SMALL_BUDGET_RECIPE
+from electra_jax.config import FAST_DISCRIMINATOR, NO_DROPOUT
 
 
 def get_config():
@@ -63,7 +63,7 @@ def get_config():
         ("mlm_adam_1e-3_no_dropout", "mlm", mlm_1e3 + NO_DROPOUT),
         ("mlm_adam_3e-4_no_dropout", "mlm", fast + NO_DROPOUT),
         # session 9: attention that starts local (ALiBi biases), offered to both objectives
-        ("fast_discriminator_no_dropout_alibi", "electra", SMALL_BUDGET_RECIPE),
+        ("fast_discriminator_no_dropout_alibi", "electra", FAST_DISCRIMINATOR + NO_DROPOUT + alibi),
         ("mlm_adam_1e-3_no_dropout_alibi", "mlm", mlm_1e3 + NO_DROPOUT + alibi),
     )))
     c.seed = 0
