@@ -105,8 +105,8 @@ def test_the_studys_recipes_are_search_candidates():
     """docs/study.md says each objective's recipe is one of the search's rows: the config must agree."""
     c = runpy.run_path("configs/study/small_cpu.py")["get_config"]()
     candidates = {name: overrides for name, _, overrides in c.search.candidates}
-    assert c.recipe.electra == candidates["fast_discriminator_no_dropout"]
-    assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout"]
+    assert c.recipe.electra == candidates["fast_discriminator_no_dropout_alibi"]
+    assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout_alibi"]
     assert SMALL_BUDGET_RECIPE == candidates["fast_discriminator_no_dropout_alibi"]  # session 9's winner
 
 
