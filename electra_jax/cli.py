@@ -213,34 +213,44 @@ def _print_result(result: dict) -> None:
     print(METRICS_HELP)
 
 
+DEMO_TOKENS_PER_BATCH = 4096  # 32 x 128: the tiny config's batch, whatever the demo's sequence length
+
+
 def cmd_demo(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(prog="electra-jax demo", description="Pretrain a tiny ELECTRA on stdlib docstrings.")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--vocab_size", type=int, default=4000)
+    # 32-token examples: the discriminator learns from a token's neighbours sooner than at 128
+    # (docs/study.md, "Why the discriminator stalls"); every batch holds the same 4096 tokens
+    p.add_argument("--seq_length", type=int, default=32)
     a = p.parse_args(argv)
-    from electra_jax.config import SMALL_BUDGET_RECIPE, apply_overrides, default_config
+    from electra_jax.config import SMALL_BUDGET_RECIPE, apply_overrides, default_config, validate
     from electra_jax.data import stdlib_corpus
     from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
 
     workdir = os.path.abspath(a.workdir)
     corpus_path = os.path.join(workdir, "corpus", "stdlib_docstrings.txt")
     data_dir = os.path.join(workdir, "data")
-    if not os.path.exists(os.path.join(data_dir, "metadata.json")):
+    config = default_config("tiny")
+    apply_overrides(config, SMALL_BUDGET_RECIPE)  # what the recipe search chose for runs this short
+    config.data.update(dir=data_dir, seq_length=a.seq_length)
+    config.train.update(batch_size=max(1, DEMO_TOKENS_PER_BATCH // a.seq_length), num_steps=a.steps,
+                        warmup_steps=a.steps // 10, eval_every=max(1, a.steps // 4),
+                        checkpoint_every=max(1, a.steps // 2))
+    validate(config)  # a bad --seq_length or --steps fails here, before the corpus is built
+    metadata = os.path.join(data_dir, "metadata.json")
+    if not os.path.exists(metadata) or load_metadata(data_dir)["seq_length"] != a.seq_length:
         print("1/3 building a corpus from the docstrings of the Python standard library ...")
         info = stdlib_corpus.write_corpus(corpus_path)
         print(f"    {info['documents']} docstrings, {info['bytes'] / 1e6:.1f} MB -> {corpus_path}")
         print("2/3 training a SentencePiece vocabulary and packing examples ...")
         prepare(PrepareOptions(inputs=[corpus_path], output_dir=data_dir, vocab_size=a.vocab_size,
-                               seq_length=128, eval_fraction=0.02, overwrite=True))
+                               seq_length=a.seq_length, eval_fraction=0.02, overwrite=True))
     meta = load_metadata(data_dir)
-    print(f"    {meta['train']['examples']} training / {meta['eval']['examples']} held-out examples of 128 tokens")
-    config = default_config("tiny")
-    apply_overrides(config, SMALL_BUDGET_RECIPE)  # what the recipe search chose for runs this short
-    config.data.dir = data_dir
-    config.train.update(num_steps=a.steps, warmup_steps=a.steps // 10, eval_every=max(1, a.steps // 4),
-                        checkpoint_every=max(1, a.steps // 2))
-    print(f"3/3 pretraining ELECTRA-Tiny for {a.steps} steps (batch {config.train.batch_size}, 128 tokens) ...")
+    print(f"    {meta['train']['examples']} training / {meta['eval']['examples']} held-out examples of "
+          f"{a.seq_length} tokens")
+    print(f"3/3 pretraining ELECTRA-Tiny for {a.steps} steps (batch {config.train.batch_size} x {a.seq_length} tokens) ...")
     from electra_jax.train import pretrain
     result = pretrain(config, os.path.join(workdir, "run"))
     _print_result(result)

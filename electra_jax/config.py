@@ -34,15 +34,16 @@ TRAINING_BY_SIZE = {
 # study's scale (docs/study.md, `electra-jax search`; highest held-out AUC and information gain):
 # Adam with bias correction at 1e-3 for the discriminator and 3e-4 for the generator (a
 # discriminator that learns faster than its generator), 25% of the tokens masked (as ELECTRA-Large)
-# no dropout (short runs see each token about once) and ALiBi attention biases (attention that
+# no dropout (short runs see each token about once), ALiBi attention biases (attention that
 # starts local: the discriminator learns from a token's neighbours sooner; such a model does not
-# export to HuggingFace). configs/electra_tiny.py and the demo use it; the CPU study's config
-# still names session 8's recipe (the same without ALiBi) until the study is rerun.
+# export to HuggingFace) and a position table that starts at zero. configs/electra_tiny.py and
+# the demo use it; the CPU study ran with it before position_init existed (the same, positions
+# initialised as BERT's).
 # default_config() and the paper-size configs keep the reference recipe.
 NO_DROPOUT = (("model.dropout_rate", 0.0), ("model.attention_dropout_rate", 0.0))
 FAST_DISCRIMINATOR = (("train.bias_correction", True), ("train.learning_rate", 1e-3),
                       ("train.generator_learning_rate_scale", 0.3), ("pretrain.mask_prob", 0.25))
-SMALL_BUDGET_RECIPE = FAST_DISCRIMINATOR + NO_DROPOUT + (("model.attention_bias", "alibi"),)
+SMALL_BUDGET_RECIPE = FAST_DISCRIMINATOR + NO_DROPOUT + (("model.attention_bias", "alibi"), ("model.position_init", "zeros"))
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,7 @@ class ConfigError(ValueError):
 
 EMBEDDING_SHARING = ("tied", "gdes", "none")
 ATTENTION_BIASES = ("none", "alibi")
+POSITION_INITS = ("normal", "zeros")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -89,6 +91,11 @@ def default_config(size: str = "small") -> ml_collections.ConfigDict:
         # symmetric for an encoder), so attention starts local; HuggingFace BERT/ELECTRA cannot carry
         # it, so such a model does not export to HuggingFace. "none": the reference (BERT) attention.
         attention_bias="none",
+        # The learned position table's start: "normal" (BERT: the same scale as the word vectors,
+        # so each position adds noise as loud as a token's identity) or "zeros" (silent until trained;
+        # with ALiBi the attention knows distance from step 0, and rows never trained, such as
+        # positions past a short pretraining length, stay zero instead of random).
+        position_init="normal",
         # An explicit generator shape (0: from generator_fraction / the discriminator's depth);
         # init.hf_generator sets the widths.
         generator_num_layers=0,
@@ -219,6 +226,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
     need(config.data.seq_length >= 8, f"data.seq_length={config.data.seq_length} is too short (min 8)")
     need(m.get("attention_bias", "none") in ATTENTION_BIASES,
          f"model.attention_bias={m.get('attention_bias')!r}: choose one of {ATTENTION_BIASES}")
+    need(m.get("position_init", "normal") in POSITION_INITS,
+         f"model.position_init={m.get('position_init')!r}: choose one of {POSITION_INITS}")
     need(m.embedding_sharing in EMBEDDING_SHARING,
          f"model.embedding_sharing={m.embedding_sharing!r}: choose one of {EMBEDDING_SHARING}")
     need(m.generator_num_layers >= 0,

@@ -37,6 +37,7 @@ class ModelConfig:
     # XLA's fused attention (cuDNN flash attention on NVIDIA GPUs), which has no attention dropout.
     attention_impl: str = "flax"
     attention_bias: str = "none"  # "alibi": add alibi_logits (below) to every head's logits; "none": BERT's attention
+    position_init: str = "normal"  # "zeros": the position table starts at zero (config.py says why)
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
@@ -81,7 +82,8 @@ class Embeddings(nn.Module):
         c = self.cfg
         embed = functools.partial(nn.Embed, features=c.embedding_size, dtype=c.dtype, param_dtype=c.param_dtype)
         self.word_embeddings = embed(c.vocab_size, embedding_init=_dense_init(c, ("vocab", "embed")))
-        self.position_embeddings = embed(c.max_position_embeddings, embedding_init=_dense_init(c, (None, "embed")))
+        position_init = _zeros((None, "embed")) if c.position_init == "zeros" else _dense_init(c, (None, "embed"))
+        self.position_embeddings = embed(c.max_position_embeddings, embedding_init=position_init)
         self.token_type_embeddings = embed(c.type_vocab_size, embedding_init=_dense_init(c, (None, "embed")))
         self.layer_norm = _layer_norm(c, "LayerNorm")
         self.dropout = nn.Dropout(c.dropout_rate)

@@ -71,6 +71,8 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
     "prepare: an existing output": (["prepare", "--input", "{d}/good.txt", "--output_dir", "{d}/existing_output"],
                                     "already exists; pass --overwrite"),
     "an unknown command": (["frobnicate"], "unknown command 'frobnicate'; the commands are demo"),
+    "demo: sequences too short": (["demo", "--workdir", "{d}/demo", "--seq_length", "4"],
+                                  "data.seq_length=4 is too short (min 8)"),
     "bench step: the PyTorch reference of an ALiBi model": (["bench", "step", "--config", TINY, "--reference"],
                                                            "HuggingFace BERT/ELECTRA attention has no such biases"),
     "pretrain: an unknown flag": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir", "--stpes=3"],

@@ -39,7 +39,7 @@ def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference(
     tiny = load("electra_tiny.py")
     assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.train.generator_learning_rate_scale,
             tiny.pretrain.mask_prob, tiny.model.dropout_rate, tiny.model.attention_dropout_rate,
-            tiny.model.attention_bias) == (True, 1e-3, 0.3, 0.25, 0, 0, "alibi")
+            tiny.model.attention_bias, tiny.model.position_init) == (True, 1e-3, 0.3, 0.25, 0, 0, "alibi", "zeros")
     for size in ("small", "base", "large"):
         c = load(f"electra_{size}.py")
         assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \
@@ -64,6 +64,7 @@ def test_command_line_overrides():
     ("objective", "bert", "objective='bert'"),
     ("model.embedding_sharing", "shared", "embedding_sharing='shared'"),
     ("model.attention_bias", "rope", r"attention_bias='rope': choose one of \('none', 'alibi'\)"),
+    ("model.position_init", "sinusoidal", r"position_init='sinusoidal': choose one of \('normal', 'zeros'\)"),
     ("pretrain.temperature_schedule", "exp", "temperature_schedule='exp'"),
     ("pretrain.temperature_start", 0.0, "temperature_start=0.0 must be positive"),
     ("pretrain.discriminator_warmup_steps", -1, "must not be negative"),

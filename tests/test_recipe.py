@@ -19,8 +19,8 @@ DISC = ModelConfig(vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_laye
 GEN = DISC.replace(hidden_size=16, num_heads=1, intermediate_size=32, num_layers=1)
 
 
-def init(sharing):
-    model = ElectraPretrainer(DISC, GEN, sharing)
+def init(sharing, disc=DISC, gen=GEN):
+    model = ElectraPretrainer(disc, gen, sharing)
     ids = jnp.zeros((1, 32), jnp.int32)
     params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, jnp.ones_like(ids),
                                       jnp.zeros((1, 5), jnp.int32))["params"])
@@ -194,6 +194,18 @@ def test_alibi_attention_matches_numpy_attention_with_the_bias(impl):
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
     plain = np.asarray(SelfAttention(cfg.replace(attention_bias="none")).apply({"params": params}, x, mask, True))
     assert np.abs(plain - ours).max() > 1e-3  # the bias changes the output
+
+
+@pytest.mark.parametrize("position_init", ["normal", "zeros"])
+def test_position_init_zeros_starts_the_position_table_silent(position_init):
+    _, params = init("tied", DISC.replace(position_init=position_init), GEN.replace(position_init=position_init))
+    positions = np.asarray(params["embeddings"]["position_embeddings"]["embedding"])
+    words = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    assert words.std() == pytest.approx(0.02 * 0.88, rel=0.1)  # truncated normal at initializer_range either way
+    if position_init == "zeros":
+        assert not positions.any()
+    else:
+        assert positions.std() == pytest.approx(words.std(), rel=0.1)
 
 
 def test_an_alibi_model_cannot_be_exported_to_huggingface(tmp_path):

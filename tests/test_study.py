@@ -107,7 +107,7 @@ def test_the_studys_recipes_are_search_candidates():
     candidates = {name: overrides for name, _, overrides in c.search.candidates}
     assert c.recipe.electra == candidates["fast_discriminator_no_dropout_alibi"]
     assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout_alibi"]
-    assert SMALL_BUDGET_RECIPE == candidates["fast_discriminator_no_dropout_alibi"]  # session 9's winner
+    assert SMALL_BUDGET_RECIPE == candidates["fast_discriminator_no_dropout_alibi_zero_positions"]  # session 10's
 
 
 def test_search_smoke_run(shared_data, tmp_path):
