@@ -239,8 +239,12 @@ def cmd_demo(argv: list[str]) -> dict:
                         warmup_steps=a.steps // 10, eval_every=max(1, a.steps // 4),
                         checkpoint_every=max(1, a.steps // 2))
     validate(config)  # a bad --seq_length or --steps fails here, before the corpus is built
-    metadata = os.path.join(data_dir, "metadata.json")
-    if not os.path.exists(metadata) or load_metadata(data_dir)["seq_length"] != a.seq_length:
+    prepared_length = (load_metadata(data_dir)["seq_length"]
+                       if os.path.exists(os.path.join(data_dir, "metadata.json")) else None)
+    if prepared_length not in (None, a.seq_length):  # refuse rather than overwrite that data and its run
+        raise SystemExit(f"{data_dir} holds {prepared_length}-token examples; pass --seq_length "
+                         f"{prepared_length} or a new --workdir")
+    if prepared_length is None:
         print("1/3 building a corpus from the docstrings of the Python standard library ...")
         info = stdlib_corpus.write_corpus(corpus_path)
         print(f"    {info['documents']} docstrings, {info['bytes'] / 1e6:.1f} MB -> {corpus_path}")

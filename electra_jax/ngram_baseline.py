@@ -77,7 +77,11 @@ def main(argv=None) -> float:
     if not 0 < a.replace_prob < 1:
         p.error(f"--replace_prob={a.replace_prob} must lie in (0, 1)")
     meta = load_metadata(a.data_dir)
-    auc = bigram_detector_auc(split_ids(meta, "train"), split_ids(meta, "eval"), meta["vocab_size"],
+    train_ids = split_ids(meta, "train")
+    # padding decides how many real tokens a batch of this data holds (short documents pad more)
+    print(f"{train_ids.shape[0]} training examples of {meta['seq_length']} slots: "
+          f"{(train_ids != meta['special_ids']['pad']).mean():.1%} real tokens, the rest padding")
+    auc = bigram_detector_auc(train_ids, split_ids(meta, "eval"), meta["vocab_size"],
                               meta["special_ids"].values(), a.replace_prob, a.seed)
     print(f"bigram detector, {a.replace_prob:.0%} of held-out tokens replaced by unigram draws: ROC AUC {auc:.3f}")
     return auc

@@ -61,3 +61,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "docstrings" in r.stdout and "finished at step 6" in r.stdout and "What the metrics mean" in r.stdout
     assert (tmp_path / "demo" / "run" / "metrics.jsonl").exists()
+    # the same workdir at another length: refused before the data (or its run) is overwritten
+    metadata = (tmp_path / "demo" / "data" / "metadata.json").read_bytes()
+    r = run("demo", "--workdir", "demo", "--seq_length", "64", cwd=tmp_path)
+    assert r.returncode != 0 and "holds 32-token examples; pass --seq_length 32 or a new --workdir" in r.stderr
+    assert (tmp_path / "demo" / "data" / "metadata.json").read_bytes() == metadata

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from electra_jax.ngram_baseline import BigramCounts, bigram_detector_auc, main
+from electra_jax.data.prepare import load_metadata
+from electra_jax.ngram_baseline import BigramCounts, bigram_detector_auc, main, split_ids
 
 SPECIAL = (0, 1, 2, 3, 4)
 
@@ -36,7 +37,11 @@ def test_text_without_order_gives_chance():
 def test_command_on_prepared_text(prepared, capsys):
     auc = main([prepared["dir"]])
     assert 0.55 < auc < 1.0  # real English: word order gives much of it away
-    assert f"ROC AUC {auc:.3f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"ROC AUC {auc:.3f}" in out
+    meta = load_metadata(prepared["dir"])
+    ids = split_ids(meta, "train")
+    assert f"{(ids != meta['special_ids']['pad']).mean():.1%} real tokens" in out
 
 
 def test_a_replace_share_outside_0_1_is_refused(prepared, capsys):

@@ -201,7 +201,6 @@ def test_position_init_zeros_starts_the_position_table_silent(position_init):
     _, params = init("tied", DISC.replace(position_init=position_init), GEN.replace(position_init=position_init))
     positions = np.asarray(params["embeddings"]["position_embeddings"]["embedding"])
     words = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
-    assert words.std() == pytest.approx(0.02 * 0.88, rel=0.1)  # truncated normal at initializer_range either way
     if position_init == "zeros":
         assert not positions.any()
     else:
