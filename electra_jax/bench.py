@@ -124,7 +124,8 @@ def bench_step(config, vocab_size: int, steps: int = 10, warmup: int = 2, device
     result = dict(step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
                   model_flops_per_step=flops["total"], model_flops_per_second=flops["total"] / step_seconds,
                   flops_by_part=flops, compile_seconds=compile_seconds, devices=len(devices),
-                  device_kind=devices[0].device_kind, loss=float(metrics["loss"]))
+                  device_kind=devices[0].device_kind, loss=float(metrics["loss"]),
+                  glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))  # malloc settings move step times
     if memory is not None:
         result["memory_bytes"] = dict(arguments=memory.argument_size_in_bytes, outputs=memory.output_size_in_bytes,
                                       temporaries=memory.temp_size_in_bytes,

@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from electra_jax.data.pipeline import array_record_source, decode_record
+from electra_jax.data.pipeline import array_record_source, decode_records
 from electra_jax.data.prepare import load_metadata
 from electra_jax.objective import roc_auc
 
@@ -23,7 +23,7 @@ from electra_jax.objective import roc_auc
 def split_ids(meta: dict, split: str) -> np.ndarray:
     """Every example of a prepared split as token ids [N, seq_length] (padding included)."""
     source = array_record_source(meta, split)
-    return np.stack([decode_record(source[i], meta["seq_length"])["input_ids"] for i in range(len(source))])
+    return decode_records([source[i] for i in range(len(source))], meta["seq_length"])["input_ids"]
 
 
 class BigramCounts:

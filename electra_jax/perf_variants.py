@@ -36,6 +36,7 @@ VARIANTS = {
     "xla_onednn": ({"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, [], None),
     "xla_ynnpack_off": ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}, [], None),
     "xla_no_multithread_eigen": ({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}, [], None),
+    "malloc_4k_pages": ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, [], None),  # as before huge_page_malloc_env
     "no_dropout": ({}, ["--config.model.dropout_rate=0.0", "--config.model.attention_dropout_rate=0.0"], None),
     "jax_attention_no_attention_dropout": ({}, ["--config.model.attention_impl=jax",
                                                 "--config.model.attention_dropout_rate=0.0"], None),
@@ -94,8 +95,9 @@ def _apply_code_change(change: str | None) -> None:
 
 def _run_one(name: str, argv: list[str]) -> dict:
     env, overrides, _ = VARIANTS[name]
+    base_env = cli.huge_page_malloc_env(os.environ) or os.environ  # what an electra-jax command runs with
     out = subprocess.run([sys.executable, "-m", "electra_jax.perf_variants", "--one", name] + argv + overrides,
-                         capture_output=True, text=True, env={**os.environ, **env})
+                         capture_output=True, text=True, env={**base_env, **env})
     if out.returncode != 0:
         raise SystemExit(f"variant {name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -2,10 +2,27 @@
 with a message when the folder is absent (set ELECTRA_SHARED_DATA to point elsewhere)."""
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# One persistent XLA compilation cache for the session, the tests' subprocesses included (they
+# inherit the environment): many tests compile the same small programs, each run building its own
+# step, and a cache hit loads in milliseconds what takes seconds to compile. Set before jax is
+# imported; a cache the caller chose is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="electra-jax-tests-xla-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+else:
+    SESSION_XLA_CACHE = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SESSION_XLA_CACHE:
+        shutil.rmtree(SESSION_XLA_CACHE, ignore_errors=True)
 
 
 def shared_data_dir() -> pathlib.Path | None:

@@ -52,12 +52,15 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
                         "--config.train.batch_size=8", "--config.data.seq_length=32", "--vocab_size=500", "--steps=2",
                         "--config.model.attention_bias=none", "--reference", "--breakdown", "--tasks", "--profile", str(tmp_path / "trace"), "--json", str(out)],
                        capture_output=True, text=True, timeout=600,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", GLIBC_TUNABLES=""),
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["tokens_per_second"] == pytest.approx(8 * 32 / result["step_seconds"])
     assert 0 < result["mfu_measured_peak"] < 1.5 and result["compile_seconds"] > 0
     assert result["memory_bytes"]["peak"] > 0 and result["reference"]["tokens_per_second"] > 0
+    # the command re-executed itself with glibc's huge-page malloc (cli.huge_page_malloc_env)
+    assert "glibc.malloc.hugetlb=1" in result["glibc_tunables"].split(":")
     parts = result["breakdown"]
     assert parts["discriminator_fwd_bwd_seconds"] > parts["optimizer_update_seconds"] > 0
     # both start from the same loss scale: ln(500) + 50 * ln(2) ~ 40.9 at initialisation

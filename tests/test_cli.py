@@ -1,9 +1,11 @@
 """The `electra-jax` command end to end, as a user runs it, in a temporary directory."""
 import os
+import platform
 import subprocess
 import sys
 
 from conftest import REPO
+from electra_jax.cli import HUGE_PAGE_MALLOC, huge_page_malloc_env
 
 
 def run(*args, cwd):
@@ -64,5 +66,16 @@ def test_demo_runs_end_to_end(tmp_path):
     # the same workdir at another length: refused before the data (or its run) is overwritten
     metadata = (tmp_path / "demo" / "data" / "metadata.json").read_bytes()
     r = run("demo", "--workdir", "demo", "--seq_length", "64", cwd=tmp_path)
-    assert r.returncode != 0 and "holds 32-token examples; pass --seq_length 32 or a new --workdir" in r.stderr
+    assert r.returncode != 0 and "holds 16-token examples; pass --seq_length 16 or a new --workdir" in r.stderr
     assert (tmp_path / "demo" / "data" / "metadata.json").read_bytes() == metadata
+
+
+def test_huge_page_malloc_is_added_to_the_users_tunables_never_over_them():
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        assert huge_page_malloc_env({}) is None
+        return
+    assert huge_page_malloc_env({"HOME": "/h"}) == {"HOME": "/h", "GLIBC_TUNABLES": HUGE_PAGE_MALLOC}
+    assert huge_page_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.arena_max=2:" + HUGE_PAGE_MALLOC
+    assert huge_page_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # the user's choice stands
+    assert huge_page_malloc_env({"GLIBC_TUNABLES": HUGE_PAGE_MALLOC}) is None  # after the re-exec: no loop

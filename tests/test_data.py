@@ -17,7 +17,8 @@ def read_examples(meta, split="train"):
     out = []
     for f in meta[split]["files"]:
         reader = ArrayRecordReader(os.path.join(meta["dir"], f))
-        out += [pipeline.decode_record(r, meta["seq_length"]) for r in reader.read_all()]
+        batch = pipeline.decode_records(reader.read_all(), meta["seq_length"])
+        out += [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_ids"]))]
         reader.close()
     return out
 
@@ -63,11 +64,13 @@ def test_build_example_splits_segments_as_the_reference():
 
 
 def test_record_round_trip():
-    rec = pipeline.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3)
-    ex = pipeline.decode_record(rec, 12)
-    np.testing.assert_array_equal(ex["input_ids"], [2, 5, 6, 7, 3, 8, 9, 3, 0, 0, 0, 0])
-    np.testing.assert_array_equal(ex["attention_mask"], [1] * 8 + [0] * 4)
-    np.testing.assert_array_equal(ex["token_type_ids"], [0] * 5 + [1] * 3 + [0] * 4)
+    records = [pipeline.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3),
+               pipeline.encode_record([4] * 20, [], cls_id=2, sep_id=3)]  # longer than the row: cut
+    ex = pipeline.decode_records(records, 12)
+    np.testing.assert_array_equal(ex["input_ids"], [[2, 5, 6, 7, 3, 8, 9, 3, 0, 0, 0, 0], [2] + [4] * 11])
+    np.testing.assert_array_equal(ex["attention_mask"], [[1] * 8 + [0] * 4, [1] * 12])
+    np.testing.assert_array_equal(ex["token_type_ids"], [[0] * 5 + [1] * 3 + [0] * 4, [0] * 12])
+    assert {v.dtype for v in ex.values()} == {np.dtype(np.int32)}
 
 
 def _opts(tmp_path, inputs, **kw):

@@ -21,16 +21,22 @@ def encode_record(first: list[int], second: list[int], cls_id: int, sep_id: int)
     return np.asarray([len(first) + 2] + tokens, dtype=np.int32).tobytes()
 
 
-def decode_record(record: bytes, seq_length: int) -> dict:
-    """A record -> padded input_ids, attention_mask, token_type_ids (int32, [seq_length])."""
-    data = np.frombuffer(record, dtype=np.int32)
-    first_len, tokens = int(data[0]), data[1:seq_length + 1]
-    n = len(tokens)
-    input_ids = np.zeros(seq_length, np.int32)
-    input_ids[:n] = tokens
-    attention_mask = (np.arange(seq_length) < n).astype(np.int32)
-    token_type_ids = ((np.arange(seq_length) >= first_len) & (attention_mask > 0)).astype(np.int32)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+def decode_records(records, seq_length: int) -> dict:
+    """Records -> padded input_ids, attention_mask, token_type_ids (int32, [len(records), seq_length]).
+
+    One batch at a time, in a handful of array operations: decoding each record on its own cost the
+    demo's loop ~44 ms per batch of 256 on the cores the train step runs on."""
+    rows = np.zeros((len(records), seq_length + 1), np.int32)  # column 0: the length of segment A
+    lengths = np.empty(len(records), np.int64)
+    for i, record in enumerate(records):
+        data = np.frombuffer(record, dtype=np.int32)[:seq_length + 1]
+        rows[i, :len(data)] = data
+        lengths[i] = len(data) - 1
+    positions = np.arange(seq_length)
+    attention_mask = positions < lengths[:, None]
+    token_type_ids = (positions >= rows[:, :1]) & attention_mask
+    return dict(input_ids=rows[:, 1:], attention_mask=attention_mask.astype(np.int32),
+                token_type_ids=token_type_ids.astype(np.int32))
 
 
 def array_record_source(meta: dict, split: str) -> grain.sources.ArrayRecordDataSource:
@@ -69,8 +75,8 @@ def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, sh
     ds = ds[process_index::process_count]
     if repeat:
         ds = ds.repeat(None)
-    ds = ds.map(functools.partial(decode_record, seq_length=meta["seq_length"]))
-    ds = ds.batch(local_batch_size, drop_remainder=True)
+    ds = ds.batch(local_batch_size, drop_remainder=True,
+                  batch_fn=functools.partial(decode_records, seq_length=meta["seq_length"]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
     if worker_count > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
