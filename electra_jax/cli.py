@@ -214,9 +214,6 @@ def _print_result(result: dict) -> None:
     print(METRICS_HELP)
 
 
-DEMO_TOKENS_PER_BATCH = 4096  # 32 x 128: the tiny config's batch, whatever the demo's sequence length
-
-
 def cmd_demo(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(prog="electra-jax demo", description="Pretrain a tiny ELECTRA on stdlib docstrings.")
     p.add_argument("--workdir", default="runs/demo")
@@ -235,8 +232,9 @@ def cmd_demo(argv: list[str]) -> dict:
     data_dir = os.path.join(workdir, "data")
     config = default_config("tiny")
     apply_overrides(config, SMALL_BUDGET_RECIPE)  # what the recipe search chose for runs this short
+    tokens_per_batch = config.train.batch_size * config.data.seq_length  # the tiny config's, at any length
     config.data.update(dir=data_dir, seq_length=a.seq_length)
-    config.train.update(batch_size=max(1, DEMO_TOKENS_PER_BATCH // a.seq_length), num_steps=a.steps,
+    config.train.update(batch_size=max(1, tokens_per_batch // a.seq_length), num_steps=a.steps,
                         warmup_steps=a.steps // 10, eval_every=max(1, a.steps // 4),
                         checkpoint_every=max(1, a.steps // 2))
     validate(config)  # a bad --seq_length or --steps fails here, before the corpus is built
@@ -463,8 +461,9 @@ def huge_page_malloc_env(environ) -> dict | None:
     """`environ` with glibc's malloc.hugetlb tunable added, or None when it needs no change.
 
     Why: XLA's CPU runtime allocates each step's temporaries afresh (149 MB for the demo's step,
-    517 MB for a 6-layer fine-tuning step); above glibc's 32 MB mmap ceiling that is a new mapping
-    every step, faulted in 4 KB page by page: 19% of the demo's CPU time was the kernel's. With the
+    517 MB for a pretraining step of MiniLM's shape at 16 x 64); above glibc's 32 MB mmap ceiling
+    that is a new mapping every step, faulted in 4 KB page by page: 19% of the demo's CPU time was
+    the kernel's. With the
     tunable, glibc asks for transparent huge pages on its mappings (2 MB each; Linux's default THP
     setting honours the request): 1.5M page faults -> 0.19M over 30 steps, and the demo's step 1.26x
     faster (docs/performance.md, "Page faults"). A GLIBC_TUNABLES that already sets it is left as it is."""
