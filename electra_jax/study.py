@@ -149,7 +149,7 @@ def run_search(study, workdir: str) -> dict:
         results[name] = dict(objective=objective, overrides=[list(o) for o in overrides],
                              steps=config.train.num_steps, flops=config.train.num_steps * step_flops,
                              eval=outcome["eval"] or outcome["train"], held_out=bool(outcome["eval"]),
-                             probe=accuracy)
+                             probe=accuracy, trajectory=training_auc_by_step(run_dir, objective))
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
     if study_probe_task(study) and "random_weights" not in results and results:
@@ -161,7 +161,7 @@ def run_search(study, workdir: str) -> dict:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
     table = search_table(results)
-    trajectories = search_trajectory_table(workdir, results, study.train.log_every)
+    trajectories = search_trajectory_table(results, study.train.log_every)
     with open(os.path.join(workdir, "search.md"), "w") as f:
         f.write(table + "\n\n" + trajectories + "\n")
     return dict(results=results, table=table, trajectories=trajectories, workdir=workdir)
@@ -177,8 +177,8 @@ def search_table(results: dict) -> str:
     """One row per candidate, ELECTRA's ranked by held-out AUC on the generator's replacements (the
     task every candidate shares; a candidate with shuffled replacements also has its own mixture's
     AUC), then the masked-LM ones by held-out loss."""
-    def recipe_text(overrides):
-        return ", ".join(f"{k}={v}" for k, v in overrides) or "reference"
+    def recipe_text(overrides):  # each field once, at the value the last override gives it
+        return ", ".join(f"{k}={v}" for k, v in dict(overrides).items()) or "reference"
 
     def named(name):
         return name if results[name].get("held_out", True) else f"{name} (training batches)"
@@ -208,16 +208,23 @@ def search_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def search_trajectory_table(workdir: str, results: dict, every: int) -> str:
+def training_auc_by_step(run_dir: str, objective: str) -> dict[str, float]:
+    """The discriminator's AUC at each logged training step (the generator's replacements alone
+    where some were shuffled), kept in search.json so the table outlives the run directories."""
+    if objective != "electra":
+        return {}
+    return {str(r["step"]): generator_auc(r) for r in read_metrics(run_dir, "train")}
+
+
+def search_trajectory_table(results: dict, every: int) -> str:
     """How each ELECTRA candidate's discriminator AUC moved during its run (training batches, at the
-    temperature of that step; the generator's replacements alone where some were shuffled)."""
-    runs = {name: read_metrics(os.path.join(workdir, "search", name), "train")
-            for name, r in results.items() if r["objective"] == "electra"}
-    last = max((r["step"] for rows in runs.values() for r in rows), default=0)
+    temperature of that step), from search.json; candidates searched before it kept them are left out."""
+    runs = {name: {int(step): auc for step, auc in r["trajectory"].items()}
+            for name, r in results.items() if r["objective"] == "electra" and r.get("trajectory")}
+    last = max((step for auc in runs.values() for step in auc), default=0)
     steps = list(range(every, last + 1, every))
     lines = ["| candidate | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
-    for name, rows in runs.items():
-        auc = {r["step"]: generator_auc(r) for r in rows}
+    for name, auc in runs.items():
         lines.append(f"| {name} | " + " | ".join(f"{auc[s]:.3f}" if s in auc else "–" for s in steps) + " |")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@ not the outcome)."""
 import json
 import math
 import runpy
+import shutil
 import sys
 
 import pytest
@@ -105,9 +106,9 @@ def test_the_studys_recipes_are_search_candidates():
     """docs/study.md says each objective's recipe is one of the search's rows: the config must agree."""
     c = runpy.run_path("configs/study/small_cpu.py")["get_config"]()
     candidates = {name: overrides for name, _, overrides in c.search.candidates}
-    assert c.recipe.electra == candidates["fast_discriminator_no_dropout_alibi"]
-    assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout_alibi"]
-    assert SMALL_BUDGET_RECIPE == candidates["fast_discriminator_no_dropout_alibi_zero_positions"]  # session 10's
+    assert c.recipe.electra == candidates["zero_positions_untied_one_layer_generator_weight_100_mask_20"]
+    assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout_alibi_zero_positions"]
+    assert dict(SMALL_BUDGET_RECIPE) == dict(c.recipe.electra)  # the same fields end at the same values
 
 
 def test_search_smoke_run(shared_data, tmp_path):
@@ -135,3 +136,7 @@ def test_search_smoke_run(shared_data, tmp_path):
     trajectory = {row.split(" | ")[0][2:]: row for row in result["trajectories"].splitlines()[2:]}
     assert sorted(trajectory) == ["reference", "shuffled"]  # ELECTRA's candidates, one AUC per logged step
     assert (tmp_path / "search.md").read_text() == result["table"] + "\n\n" + result["trajectories"] + "\n"
+    # search.json alone rebuilds both tables: a new machine resumes without the old run directories
+    shutil.rmtree(tmp_path / "search")
+    again = run_search(c, str(tmp_path))
+    assert (again["table"], again["trajectories"]) == (result["table"], result["trajectories"])
