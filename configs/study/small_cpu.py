@@ -9,7 +9,7 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
-from electra_jax.config import DISCRIMINATOR_FIRST, FAST_DISCRIMINATOR, NO_DROPOUT
+from electra_jax.config import DISCRIMINATOR_FIRST, FAST_DISCRIMINATOR, LOCAL_ATTENTION, NO_DROPOUT
 
 
 def get_config():
@@ -40,15 +40,14 @@ def get_config():
     mask_25 = fast + (("pretrain.mask_prob", 0.25),)  # the previous small-budget recipe (session 6's choice)
     mlm_1e3 = (("train.bias_correction", True), ("train.learning_rate", 1e-3))
     alibi = (("model.attention_bias", "alibi"),)
-    zero_table = (("model.position_init", "zeros"),)
-    zero_positions = FAST_DISCRIMINATOR + NO_DROPOUT + alibi + zero_table
+    zero_positions = FAST_DISCRIMINATOR + NO_DROPOUT + LOCAL_ATTENTION  # ALiBi + a zero position table
     untied, one_layer_generator, weight_100 = ((change,) for change in DISCRIMINATOR_FIRST)
     all_three = zero_positions + DISCRIMINATOR_FIRST
     all_four = all_three + (("pretrain.mask_prob", 0.2),)
     # the search's choices (docs/study.md), each objective's highest-ranked row: for ELECTRA the
     # session-12 row (= SMALL_BUDGET_RECIPE), for masked LM Adam at 1e-3 without dropout, ALiBi and
     # a position table that starts at zero
-    c.recipe = ml_collections.ConfigDict(dict(electra=all_four, mlm=mlm_1e3 + NO_DROPOUT + alibi + zero_table))
+    c.recipe = ml_collections.ConfigDict(dict(electra=all_four, mlm=mlm_1e3 + NO_DROPOUT + LOCAL_ATTENTION))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -82,7 +81,7 @@ def get_config():
         ("zero_positions_untied_one_layer_generator_weight_100", "electra", all_three),
         ("zero_positions_untied_one_layer_generator_weight_100_mask_20", "electra", all_four),
         # the zero-position table offered to masked LM too: the same tuning effort for both objectives
-        ("mlm_adam_1e-3_no_dropout_alibi_zero_positions", "mlm", mlm_1e3 + NO_DROPOUT + alibi + zero_table),
+        ("mlm_adam_1e-3_no_dropout_alibi_zero_positions", "mlm", mlm_1e3 + NO_DROPOUT + LOCAL_ATTENTION),
     )))
     c.seed = 0
     # 3 epochs for every task (STS-B too) and at most 6000 training examples keep the 84 fine-tuning
