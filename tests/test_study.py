@@ -108,7 +108,16 @@ def test_the_studys_recipes_are_search_candidates():
     candidates = {name: overrides for name, _, overrides in c.search.candidates}
     assert c.recipe.electra == candidates["zero_positions_untied_one_layer_generator_weight_100_mask_20"]
     assert c.recipe.mlm == candidates["mlm_adam_1e-3_no_dropout_alibi_zero_positions"]
-    assert dict(SMALL_BUDGET_RECIPE) == dict(c.recipe.electra)  # the same fields end at the same values
+    assert SMALL_BUDGET_RECIPE == c.recipe.electra
+
+
+def test_search_candidates_are_the_recipes_that_were_searched():
+    """The config spells its rows with shared constants (config.SMALL_BUDGET_RECIPE, ...): an edit
+    of one must not silently change a row docs/results/search.json already measured."""
+    c = runpy.run_path("configs/study/small_cpu.py")["get_config"]()
+    searched = json.loads(open("docs/results/search.json").read())
+    for name, objective, overrides in c.search.candidates:
+        assert (searched[name]["objective"], searched[name]["overrides"]) == (objective, [list(o) for o in overrides])
 
 
 def test_search_smoke_run(shared_data, tmp_path):

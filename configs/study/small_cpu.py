@@ -9,7 +9,7 @@ Paths are relative to the repository root (../shared/data beside it).
 """
 import ml_collections
 
-from electra_jax.config import DISCRIMINATOR_FIRST, FAST_DISCRIMINATOR, LOCAL_ATTENTION, NO_DROPOUT
+from electra_jax.config import DISCRIMINATOR_FIRST, FAST_DISCRIMINATOR, LOCAL_ATTENTION, NO_DROPOUT, SMALL_BUDGET_RECIPE
 
 
 def get_config():
@@ -42,12 +42,10 @@ def get_config():
     alibi = (("model.attention_bias", "alibi"),)
     zero_positions = FAST_DISCRIMINATOR + NO_DROPOUT + LOCAL_ATTENTION  # ALiBi + a zero position table
     untied, one_layer_generator, weight_100 = ((change,) for change in DISCRIMINATOR_FIRST)
-    all_three = zero_positions + DISCRIMINATOR_FIRST
-    all_four = all_three + (("pretrain.mask_prob", 0.2),)
     # the search's choices (docs/study.md), each objective's highest-ranked row: for ELECTRA the
     # session-12 row (= SMALL_BUDGET_RECIPE), for masked LM Adam at 1e-3 without dropout, ALiBi and
     # a position table that starts at zero
-    c.recipe = ml_collections.ConfigDict(dict(electra=all_four, mlm=mlm_1e3 + NO_DROPOUT + LOCAL_ATTENTION))
+    c.recipe = ml_collections.ConfigDict(dict(electra=SMALL_BUDGET_RECIPE, mlm=mlm_1e3 + NO_DROPOUT + LOCAL_ATTENTION))
     c.search = ml_collections.ConfigDict(dict(flops=1e13, candidates=(
         ("reference", "electra", ()),
         ("adam_3e-4", "electra", fast),
@@ -78,8 +76,8 @@ def get_config():
         ("zero_positions_untied", "electra", zero_positions + untied),
         ("zero_positions_one_layer_generator", "electra", zero_positions + one_layer_generator),
         ("zero_positions_discriminator_weight_100", "electra", zero_positions + weight_100),
-        ("zero_positions_untied_one_layer_generator_weight_100", "electra", all_three),
-        ("zero_positions_untied_one_layer_generator_weight_100_mask_20", "electra", all_four),
+        ("zero_positions_untied_one_layer_generator_weight_100", "electra", zero_positions + DISCRIMINATOR_FIRST),
+        ("zero_positions_untied_one_layer_generator_weight_100_mask_20", "electra", SMALL_BUDGET_RECIPE),
         # the zero-position table offered to masked LM too: the same tuning effort for both objectives
         ("mlm_adam_1e-3_no_dropout_alibi_zero_positions", "mlm", mlm_1e3 + NO_DROPOUT + LOCAL_ATTENTION),
     )))
