@@ -29,6 +29,9 @@ commands:
              --config configs/study/small_cpu.py --workdir DIR
   search     the recipe search behind a study: short pretraining runs of candidate recipes at the
              study's scale, ranked on held-out AUC, information gain and a frozen-feature probe
+  eval       minimal-pairs --ckpt C --data PATH [--data PATH ...] [--scorer auto|discriminator|pll]
+             [--json OUT]: zero-shot grammatical minimal pairs (BLiMP): accuracy per paradigm,
+             phenomenon and overall with a 95% interval
   predict    fill-mask --ckpt C "The capital of France is [MASK]."  |  detect --ckpt C "some text"
   convert    from-hf --discriminator D [--generator G] --out EXPORT  |  to-hf --ckpt EXPORT --out DIR
 
@@ -336,6 +339,34 @@ def cmd_convert(argv: list[str]):
             print(f"wrote {path}")
 
 
+def cmd_eval(argv: list[str]) -> dict:
+    from electra_jax import zero_shot
+    p = argparse.ArgumentParser(prog="electra-jax eval", description="Zero-shot evaluations of a pretrained model.")
+    sub = p.add_subparsers(dest="evaluation", required=True)
+    m = sub.add_parser("minimal-pairs", help="grammatical minimal pairs: does the model prefer the grammatical twin?")
+    m.add_argument("--ckpt", required=True, help="a pretraining workdir, an `electra-jax export` directory or a "
+                   "HuggingFace ELECTRA / BERT-family directory (with a masked-LM head for pll)")
+    m.add_argument("--data", action="append", required=True, help="BLiMP's folder or its .jsonl files (sentence_good / "
+                   "sentence_bad), or text files of alternating ungrammatical / grammatical lines (repeatable)")
+    m.add_argument("--scorer", choices=zero_shot.SCORERS, default="auto",
+                   help="discriminator: ELECTRA's realness score; pll: masked-LM pseudo-log-likelihood; "
+                   "auto: the discriminator when the checkpoint has one, else pll")
+    m.add_argument("--split", choices=("all", "dev", "test"), default="all",
+                   help="BLiMP's fixed split of paradigms: every fourth file in sorted order is dev, the rest test")
+    m.add_argument("--max_pairs", type=int, default=None, help="score only the first N pairs of each paradigm")
+    m.add_argument("--json", help="also write the result to this file")
+    a = p.parse_args(argv)
+    if a.max_pairs is not None and a.max_pairs < 1:
+        raise SystemExit("electra-jax eval minimal-pairs: --max_pairs must be at least 1")
+    paradigms = zero_shot.blimp_split(zero_shot.read_minimal_pairs(a.data), a.split)
+    result = zero_shot.evaluate(paradigms, zero_shot.load_scorer(a.ckpt, a.scorer), a.max_pairs)
+    print(zero_shot.format_report(result))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({k: v for k, v in result.items() if k != "passes"}, f, indent=1)
+    return result
+
+
 def cmd_study(argv: list[str]) -> dict:
     fv = _pretrain_flags(argv, "study")
     from electra_jax.study import run_study
@@ -451,7 +482,7 @@ def cmd_bench(argv: list[str]) -> dict:
 
 COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "export": cmd_export,
             "finetune": cmd_finetune, "predict": cmd_predict, "convert": cmd_convert, "bench": cmd_bench,
-            "study": cmd_study, "search": cmd_search}
+            "eval": cmd_eval, "study": cmd_study, "search": cmd_search}
 
 
 HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"

@@ -16,6 +16,7 @@ from electra_jax.export import EXPORT_FORMAT, pretrained_networks, write_export
 from electra_jax.data.corpus import DataError, read_json_file
 from electra_jax.data.tokenizer import BaseTokenizer, load_tokenizer
 from electra_jax.model import ElectraDiscriminator, ElectraGenerator, ModelConfig
+from electra_jax.train import load_run_config
 
 # The masked-LM baseline's "encoder" network has a generator's shape: encoder + masked-LM head.
 MODULES = {"discriminator": ElectraDiscriminator, "generator": ElectraGenerator, "encoder": ElectraGenerator}
@@ -29,6 +30,22 @@ def _available_part(ckpt: str, part: str, parts) -> str:
     if part == "generator" and "encoder" in parts:
         return "encoder"
     raise DataError(f"{ckpt} holds {sorted(parts)}, not a {part}")
+
+
+def network_parts(ckpt: str) -> list[str]:
+    """The networks `load_network` can give for `ckpt`: "discriminator" and/or "generator" (a
+    masked-LM baseline's encoder, a BERT masked LM and ELECTRA's generator all count as generators)."""
+    if os.path.isdir(os.path.join(ckpt, "checkpoints")):
+        return ["discriminator", "generator"] if load_run_config(ckpt).objective == "electra" else ["generator"]
+    config_file = os.path.join(ckpt, "config.json")
+    if os.path.isfile(config_file) and read_json_file(config_file).get("format") == EXPORT_FORMAT:
+        parts = read_json_file(config_file)["parts"]
+    elif os.path.isfile(config_file):
+        _, arch, _ = hf.read_config(ckpt)
+        parts = [hf.HEAD_OF_ARCHITECTURE.get(arch, "encoder")]
+    else:  # a HuggingFace conversion's OUT/{discriminator,generator}
+        parts = [p for p in ("discriminator", "generator") if os.path.isfile(os.path.join(ckpt, p, "config.json"))]
+    return sorted({"encoder": "generator"}.get(p, p) for p in parts if p in MODULES)
 
 
 def load_network(ckpt: str, part: str):
