@@ -204,3 +204,26 @@ def test_pipeline_is_deterministic_and_splits_processes(prepared):
     p0 = {tuple(r) for x in batches(process_index=0, process_count=2) for r in x}
     p1 = {tuple(r) for x in batches(process_index=1, process_count=2) for r in x}
     assert len(p0) == 24 and not (p0 & p1)
+
+
+@pytest.mark.parametrize("book,first,last", [
+    # the current marker form, CRLF line endings
+    ("alcott__a_garland_for_girls.txt", "Produced by Charles Aldarondo and the Online Distributed",
+     "The End."),
+    # the 1990s form: the header ends with "*END*THE SMALL PRINT!", the footer is one "*Project Gutenberg Etext" line
+    ("nesbit__five_children_and_it.txt", None, None),
+])
+def test_gutenberg_books_lose_their_header_and_licence(shared_data, book, first, last):
+    from electra_jax.data.corpus import ReadStats, read_text_file
+    path = shared_data / "pretrain" / "gutenberg_children" / book
+    raw = path.read_bytes()
+    assert b"\r\n" in raw and b"*** START OF" in raw or b"SMALL PRINT" in raw
+    docs = list(read_text_file(str(path), ReadStats()))
+    lines = [line for doc in docs for line in doc]
+    text = "\n".join(lines)
+    assert "\r" not in text
+    assert "Project Gutenberg License" not in text and "SMALL PRINT" not in text and "START OF TH" not in text
+    assert "PROJECT GUTENBERG EBOOK" not in text.upper() and not lines[-1].startswith(("End of", "*Project Gutenberg"))
+    assert len(text.split()) > 0.8 * len(raw.decode("utf-8").split()) - 6000  # the licence is about 3000 words
+    if first:
+        assert lines[0] == first and lines[-1] == last

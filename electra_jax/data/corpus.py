@@ -13,8 +13,10 @@ import csv
 import dataclasses
 import glob
 import json
+import itertools
 import logging
 import os
+import re
 from typing import Iterable, Iterator
 
 Document = list[str]
@@ -106,9 +108,34 @@ def _decoded_lines(path: str, stats: ReadStats) -> Iterator[str]:
             yield line.lstrip("\ufeff").rstrip("\r\n")
 
 
+# Project Gutenberg's wrapper around a book: a header (title page, licence preamble) that ends with
+# a START marker, and a footer (licence) that begins with an END line. Both marker generations:
+# "*** START OF THE/THIS PROJECT GUTENBERG EBOOK ..." and the 1990s "*END*THE SMALL PRINT! ...".
+GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG|^\*END\*?\s*THE SMALL PRINT", re.I)
+GUTENBERG_END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|^End (of )?(the )?Project Gutenberg"
+                           r"|^\*?Project Gutenberg Etext of", re.I)
+GUTENBERG_HEADER_LINES = 1000  # the longest header seen (old licences) is about 350 lines
+
+
+def strip_gutenberg(lines: Iterator[str]) -> Iterator[str]:
+    """The book alone: lines after a Project Gutenberg START marker found in the first
+    GUTENBERG_HEADER_LINES lines, up to the END line; a text without the markers passes unchanged."""
+    head = list(itertools.islice(lines, GUTENBERG_HEADER_LINES))
+    starts = [i for i, line in enumerate(head) if GUTENBERG_START.match(line)]
+    if not starts:
+        yield from itertools.chain(head, lines)
+        return
+    for line in itertools.chain(head[starts[-1] + 1:], lines):
+        if GUTENBERG_END.match(line):
+            return
+        yield line
+
+
 def read_text_file(path: str, stats: ReadStats) -> Iterator[Document]:
+    """Documents of a text file (CRLF or LF line endings); a Project Gutenberg book without its
+    header and licence."""
     doc: Document = []
-    for line in _decoded_lines(path, stats):
+    for line in strip_gutenberg(_decoded_lines(path, stats)):
         line = line.strip()
         if line:
             doc.append(line)
