@@ -49,11 +49,28 @@ def pretrained_networks(workdir: str, step: int | None = None) -> tuple[dict, ob
     ckpt.close()
     if state is None:
         raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}")
-    disc_cfg, gen_cfg = model_configs(config, meta["vocab_size"])
-    cfgs = dict(discriminator=disc_cfg, generator=gen_cfg, encoder=disc_cfg)
-    networks = {part: (cfgs[part], params) for part, params in network_params(state["params"], config.objective).items()}
+    networks = standalone_networks(config, meta["vocab_size"], state["params"])
     info = dict(step=int(state["step"]), objective=config.objective, seq_length=config.data.seq_length, source=workdir)
     return networks, load_data_tokenizer(meta), info
+
+
+def standalone_networks(config, vocab_size: int, params: dict) -> dict:
+    """{part: (ModelConfig, params)} of a pretraining config's (unboxed) parameters."""
+    disc_cfg, gen_cfg = model_configs(config, vocab_size)
+    cfgs = dict(discriminator=disc_cfg, generator=gen_cfg, encoder=disc_cfg)
+    return {part: (cfgs[part], p) for part, p in network_params(params, config.objective).items()}
+
+
+def export_random(config, out: str, seed: int) -> dict:
+    """An export of `config`'s networks with freshly initialised weights (the no-pretraining
+    baseline), with the tokenizer of its prepared data."""
+    meta = load_metadata(config.data.dir)
+    model = build_model(config, meta["vocab_size"])
+    params = strip_axis_names(init_params(model, config.data.seq_length, max_predictions(config),
+                                          jax.random.key(seed)))
+    return write_export(out, standalone_networks(config, meta["vocab_size"], params), load_data_tokenizer(meta),
+                        step=0, objective=config.objective, seq_length=config.data.seq_length,
+                        source=f"random weights, seed {seed}")
 
 
 def export(workdir: str, out: str, step: int | None = None) -> dict:

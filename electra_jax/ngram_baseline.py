@@ -53,6 +53,58 @@ class BigramCounts:
         return score
 
 
+class NgramLM:
+    """An add-k n-gram language model over token ids, counted from prepared examples: the yardstick a
+    zero-shot evaluation sets beside the networks (how far word order alone gets on a test).
+    A sentence's score is its log-probability from [CLS] to [SEP], the boundaries the examples carry;
+    n-grams that touch padding are not counted."""
+
+    def __init__(self, ids: np.ndarray, vocab_size: int, pad_id: int, order: int = 3, smoothing: float = 0.1):
+        if order < 1 or vocab_size ** order >= 2 ** 62:
+            raise ValueError(f"order {order} with a vocabulary of {vocab_size} does not fit 64-bit n-gram codes")
+        self.vocab_size, self.order, self.k = vocab_size, order, smoothing
+        grams = np.stack([ids[:, i:ids.shape[1] - order + 1 + i] for i in range(order)], -1).reshape(-1, order)
+        grams = grams[~np.any(grams == pad_id, axis=1)]
+        self.codes, self.counts = np.unique(self._code(grams), return_counts=True)
+        self.context_codes, self.context_counts = np.unique(self._code(grams[:, :-1]), return_counts=True)
+
+    def _code(self, grams: np.ndarray) -> np.ndarray:
+        code = np.zeros(len(grams), np.int64)
+        for column in grams.T:
+            code = code * self.vocab_size + column
+        return code
+
+    @staticmethod
+    def _lookup(codes, counts, query):
+        at = np.clip(np.searchsorted(codes, query), 0, len(codes) - 1)
+        return np.where(codes[at] == query, counts[at], 0)
+
+    def log_prob(self, rows: list[list[int]]) -> np.ndarray:
+        """[N] log-probability of each id row (its first order-1 ids are context only)."""
+        scores = np.zeros(len(rows))
+        for i, row in enumerate(rows):
+            row = np.asarray(row, np.int64)
+            grams = np.stack([row[j:len(row) - self.order + 1 + j] for j in range(self.order)], -1)
+            joint = self._lookup(self.codes, self.counts, self._code(grams))
+            context = (self._lookup(self.context_codes, self.context_counts, self._code(grams[:, :-1]))
+                       if self.order > 1 else np.full(len(grams), self.counts.sum()))
+            scores[i] = np.sum(np.log((joint + self.k) / (context + self.k * self.vocab_size)))
+        return scores
+
+
+class NgramScorer:
+    """An NgramLM with a tokenizer, scoring sentences as zero_shot.evaluate expects."""
+
+    def __init__(self, lm: NgramLM, tokenizer):
+        self.lm, self.tokenizer, self.scorer = lm, tokenizer, f"{lm.order}-gram"
+        ids = tokenizer.special_ids
+        # the first token is predicted from [CLS] (and, past a bigram, from [CLS]s standing in for the start)
+        self.start, self.end = [ids["cls"]] * (lm.order - 1), [ids["sep"]]
+
+    def score(self, sentences: list[str]) -> np.ndarray:
+        return self.lm.log_prob([self.start + t + self.end for t in self.tokenizer.encode(sentences)])
+
+
 def bigram_detector_auc(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int, special_ids,
                         replace_prob: float = 0.25, seed: int = 0) -> float:
     counts = BigramCounts(train_ids, vocab_size)

@@ -24,14 +24,15 @@ import os
 
 import numpy as np
 
-from electra_jax import probe
+from electra_jax import probe, zero_shot
 from electra_jax.config import apply_overrides, default_config
-from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
-from electra_jax.export import export
+from electra_jax.data.prepare import PrepareOptions, load_data_tokenizer, load_metadata, prepare
+from electra_jax.export import export, export_random
 from electra_jax.finetune.config import finetune_config as base_finetune_config
 from electra_jax.finetune.run import finetune, mean_std
 from electra_jax.flops import train_flops_per_step
 from electra_jax.metrics_writer import read_metrics
+from electra_jax.ngram_baseline import NgramLM, NgramScorer, split_ids
 from electra_jax.objective import binary_entropy
 from electra_jax.train import pretrain
 
@@ -102,6 +103,8 @@ def check_study(study) -> None:
                          f"pip install 'electra-jax[study]'")
     if study_probe_task(study):
         probe.classification_task(finetune_config(study, study_probe_task(study), ""))
+    if study.get("minimal_pairs"):  # a missing or malformed suite fails here, not after the pretraining
+        zero_shot.read_minimal_pairs([study.minimal_pairs.data])
 
 
 def study_data(study, workdir: str) -> dict:
@@ -253,9 +256,10 @@ def run_study(study, workdir: str) -> dict:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
 
-    budgets = {}
+    budgets, step_flops_by_objective = {}, {}
     for objective in OBJECTIVES:
         config, step_flops = pretrain_config(study, objective, data_dir, meta["vocab_size"])
+        step_flops_by_objective[objective] = step_flops
         run_dir = os.path.join(workdir, "pretrain", objective)
         logging.info("%s: %d steps of %.3g FLOPs", objective, config.train.num_steps, step_flops)
         if pretrain(config, run_dir)["preempted"]:
@@ -268,16 +272,30 @@ def run_study(study, workdir: str) -> dict:
             for task in study.tasks:
                 finetune_once(objective, step, step * step_flops, task, export_dir)
     for task in study.tasks:  # the no-pretraining baseline: the same encoder and tokenizer, random weights
-        finetune_once("scratch", 0, 0.0, task, export_dir, from_scratch=True)
+        finetune_once("scratch", 0, 0.0, task, final_export(workdir, budgets), from_scratch=True)
     if study_probe_task(study):
         probe_all(study, workdir, budgets, results, results_file)
-    table = markdown_table(results, study.tasks)
+    if study.get("minimal_pairs"):
+        evaluate_zero_shot(study, workdir, meta, budgets, results, results_file)
+    if study.get("fewshot"):
+        fewshot_all(study, workdir, budgets, results, results_file)
+    zero_shot_tables = ""
+    if study.get("minimal_pairs"):
+        summary = study_summary(study, results, budgets, step_flops_by_objective)
+        with open(os.path.join(workdir, "study_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        zero_shot_tables = zero_shot_report(summary, results)
+        with open(os.path.join(workdir, "zero_shot.md"), "w") as f:
+            f.write(zero_shot_tables + "\n")
+        plot_zero_shot(summary, results, os.path.join(workdir, "blimp.png"))
+    table = markdown_table(results, study.tasks) if study.tasks else zero_shot_tables
     pretraining = pretraining_table(workdir, budgets, window=5 * study.train.log_every, probe=results.get("probe", {}))
     with open(os.path.join(workdir, "study.md"), "w") as f:
         f.write(table + "\n\nWhat each objective had learned at each budget (training batches, mean of the logged "
                 "steps in the last " + str(5 * study.train.log_every) + ")" + probe_caption(study) + ":\n\n"
                 + pretraining + "\n")
-    plot(results, study.tasks, os.path.join(workdir, "study.png"))
+    if study.tasks:
+        plot(results, study.tasks, os.path.join(workdir, "study.png"))
     return dict(results=results, table=table, pretraining=pretraining, workdir=workdir)
 
 
@@ -379,6 +397,205 @@ def plot(results: dict, tasks, path: str) -> None:
     ax.set_ylabel(f"dev score, mean of {', '.join(tasks)}")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- zero-shot minimal pairs (BLiMP) and few-label fine-tuning --------------------------------------------
+
+SCORERS_OF = {"electra": ("discriminator", "pll"), "mlm": ("pll",)}
+
+
+def final_export(workdir: str, budgets: dict) -> str:
+    """The last budget's export of the first objective: the architecture and tokenizer the
+    random-weight baselines take."""
+    objective = next(iter(budgets))
+    return os.path.join(workdir, "exports", objective, str(budgets[objective][-1]))
+
+
+def _save(results: dict, results_file: str) -> None:
+    with open(results_file, "w") as f:
+        json.dump(results, f)
+
+
+def evaluate_zero_shot(study, workdir: str, meta: dict, budgets: dict, results: dict, results_file: str) -> None:
+    """BLiMP (or another minimal-pair suite) scored by every encoder with each scorer it has, on
+    the test paradigms at every budget; at the last budget also on the dev paradigms (which pick
+    ELECTRA's reported scorer); random weights of both objectives (several initialisations); and
+    the n-gram yardsticks counted from the study's own training data."""
+    mp = study.minimal_pairs
+    paradigms = zero_shot.read_minimal_pairs([mp.data])
+    splits = {split: zero_shot.blimp_split(paradigms, split) for split in ("dev", "test")}
+    scored = results.setdefault("blimp", {})
+
+    def score(key, split, make_scorer):
+        if f"{key}/{split}" in scored:
+            return
+        logging.info("minimal pairs: %s on the %s paradigms", key, split)
+        r = zero_shot.evaluate(splits[split], make_scorer(), mp.max_pairs)
+        r["passes"] = {name: v.tolist() for name, v in r["passes"].items()}
+        scored[f"{key}/{split}"] = r
+        _save(results, results_file)
+
+    for objective, steps in budgets.items():
+        for step in steps:
+            export_dir = os.path.join(workdir, "exports", objective, str(step))
+            for scorer in SCORERS_OF[objective]:
+                for split in ("test", "dev") if step == steps[-1] else ("test",):
+                    score(f"{objective}/{step}/{scorer}", split,
+                          lambda: zero_shot.load_scorer(export_dir, scorer, mp.batch_rows))
+    for objective in budgets:
+        for seed in mp.random_seeds:
+            export_dir = os.path.join(workdir, "random_exports", objective, str(seed))
+            if not os.path.exists(export_dir):
+                config, _ = pretrain_config(study, objective, meta["dir"], meta["vocab_size"])
+                export_random(config, export_dir, seed)
+            for scorer in SCORERS_OF[objective]:
+                for split in ("test", "dev"):
+                    score(f"random_{objective}/{seed}/{scorer}", split,
+                          lambda: zero_shot.load_scorer(export_dir, scorer, mp.batch_rows))
+    if any(f"ngram/{order}/test" not in scored for order in mp.ngram_orders):
+        train_ids, tokenizer = split_ids(meta, "train"), load_data_tokenizer(meta)
+        for order in mp.ngram_orders:
+            lm = NgramLM(train_ids, meta["vocab_size"], meta["special_ids"]["pad"], order)
+            for split in ("test", "dev"):
+                score(f"ngram/{order}", split, lambda: NgramScorer(lm, tokenizer))
+
+
+def fewshot_all(study, workdir: str, budgets: dict, results: dict, results_file: str) -> None:
+    """Few-label fine-tuning of each objective's last-budget encoder and of random weights: the
+    task's first-seeded random subset of each size, several seeds; the score is the last epoch's
+    dev accuracy (no epoch is picked on the dev set)."""
+    fs = study.fewshot
+    done = results.setdefault("fewshot", {})
+    encoders = [(objective, steps[-1], os.path.join(workdir, "exports", objective, str(steps[-1])), False)
+                for objective, steps in budgets.items()]
+    encoders.append(("random", 0, final_export(workdir, budgets), True))
+    for objective, step, init, from_scratch in encoders:
+        for size, epochs in zip(fs.sizes, fs.epochs):
+            key = f"{objective}/{step}/{size}"
+            if key in done:
+                continue
+            c = finetune_config(study, fs.task, init)
+            c.from_scratch, c.num_seeds = from_scratch, fs.seeds
+            c.data.update(max_train_examples=size, max_eval_examples=0)
+            c.train.update(epochs=epochs, batch_size=fs.batch_size)
+            summary = finetune(c, os.path.join(workdir, "fewshot", objective, str(step), str(size)))
+            per_seed = [100 * r["final_dev"]["accuracy"] for r in summary["runs"]]
+            done[key] = dict(objective=objective, step=step, size=size, per_seed=per_seed, mean=mean_std(per_seed)[0],
+                             std=mean_std(per_seed)[1])
+            _save(results, results_file)
+
+
+def _passes(entry: dict) -> dict:
+    return {name: np.asarray(v) for name, v in entry["passes"].items()}
+
+
+def chosen_scorer(results: dict, objective: str, last_step: int) -> str:
+    """The objective's reported scorer: the one with the higher accuracy on the dev paradigms at
+    the last budget (ELECTRA has two; masked LM only pll)."""
+    dev = {scorer: results["blimp"][f"{objective}/{last_step}/{scorer}/dev"]["overall"]
+           for scorer in SCORERS_OF[objective]}
+    return max(dev, key=dev.get)
+
+
+def study_summary(study, results: dict, budgets: dict, step_flops: dict) -> dict:
+    """{"electra": [row per budget], "mlm": [...], "random": [row], "ngram": [row per order]}: FLOPs,
+    BLiMP test accuracy (%) with its 95% interval and scorer, every scorer's accuracy, the few-label
+    means and stds at the last budget, and for ELECTRA the paired 95% interval of ELECTRA minus masked
+    LM at the same budget (the same pairs resampled for both)."""
+    blimp = results["blimp"]
+    scorers = {o: chosen_scorer(results, o, steps[-1]) for o, steps in budgets.items()}
+    summary = {}
+    for objective, steps in budgets.items():
+        rows = []
+        for k, step in enumerate(steps):
+            entry = blimp[f"{objective}/{step}/{scorers[objective]}/test"]
+            row = dict(step=step, flops=step * step_flops[objective], blimp=entry["overall"], blimp_ci=entry["overall_ci"],
+                       blimp_scorer=scorers[objective],
+                       blimp_by_scorer={s: blimp[f"{objective}/{step}/{s}/test"]["overall"] for s in SCORERS_OF[objective]})
+            for size in study.fewshot.sizes if study.get("fewshot") else ():
+                shot = results["fewshot"].get(f"{objective}/{step}/{size}")
+                row[f"fewshot_{size}"] = [shot["mean"], shot["std"]] if shot else None
+            if objective == "electra" and "mlm" in budgets and k < len(budgets["mlm"]):
+                mlm = blimp[f"mlm/{budgets['mlm'][k]}/{scorers['mlm']}/test"]
+                row["blimp_minus_mlm"] = entry["overall"] - mlm["overall"]
+                row["blimp_minus_mlm_ci"] = zero_shot.paired_difference_ci(_passes(entry), _passes(mlm))
+            rows.append(row)
+        summary[objective] = rows
+    random_runs = {s: [blimp[f"random_{o}/{seed}/{s}/test"] for o in budgets if s in SCORERS_OF[o]
+                       for seed in study.minimal_pairs.random_seeds] for s in ("discriminator", "pll")}
+    random_row = dict(step=0, flops=0.0, blimp_scorer="mean of " + ", ".join(random_runs), blimp_by_scorer={
+        s: float(np.mean([r["overall"] for r in runs])) for s, runs in random_runs.items()})
+    everything = [_passes(r) for runs in random_runs.values() for r in runs]
+    random_row.update(blimp=float(np.mean(list(random_row["blimp_by_scorer"].values()))),
+                      blimp_ci=zero_shot.mean_ci(everything))
+    for size in study.fewshot.sizes if study.get("fewshot") else ():
+        shot = results["fewshot"].get(f"random/0/{size}")
+        random_row[f"fewshot_{size}"] = [shot["mean"], shot["std"]] if shot else None
+    summary["random"] = [random_row]
+    summary["ngram"] = [dict(order=order, blimp=blimp[f"ngram/{order}/test"]["overall"],
+                             blimp_ci=blimp[f"ngram/{order}/test"]["overall_ci"], blimp_scorer=f"{order}-gram")
+                        for order in study.minimal_pairs.ngram_orders]
+    test = blimp[f"{next(iter(budgets))}/{budgets[next(iter(budgets))][-1]}/{scorers[next(iter(budgets))]}/test"]
+    summary["evaluation"] = dict(split="test", paradigms=len(test["paradigms"]), pairs=test["pairs"],
+                                 max_pairs_per_paradigm=study.minimal_pairs.max_pairs)
+    return summary
+
+
+def zero_shot_report(summary: dict, results: dict) -> str:
+    """The BLiMP learning curve (test paradigms) with the few-label scores, and BLiMP by field."""
+    sizes = sorted(int(k.split("_")[1]) for k in summary["random"][0] if k.startswith("fewshot_"))
+    lines = ["| model | step | training FLOPs | BLiMP test % (scorer) | 95% CI | other scorer | ELECTRA - masked LM, 95% CI | "
+             + " | ".join(f"SST-2, {n} labels" for n in sizes) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(sizes)]
+
+    def shots(row):
+        return " | ".join(f"{row[f'fewshot_{n}'][0]:.1f} ± {row[f'fewshot_{n}'][1]:.1f}" if row.get(f"fewshot_{n}") else "–"
+                          for n in sizes)
+    for objective in ("electra", "mlm", "random"):
+        for row in summary.get(objective, []):
+            other = ", ".join(f"{s} {v:.1f}" for s, v in row["blimp_by_scorer"].items() if s != row["blimp_scorer"])
+            diff = (f"{row['blimp_minus_mlm']:+.1f} [{row['blimp_minus_mlm_ci'][0]:+.1f}, {row['blimp_minus_mlm_ci'][1]:+.1f}]"
+                    if "blimp_minus_mlm_ci" in row else "–")
+            lines.append(f"| {objective} | {row['step']} | {row['flops']:.2e} | {row['blimp']:.1f} ({row['blimp_scorer']}) | "
+                         f"[{row['blimp_ci'][0]:.1f}, {row['blimp_ci'][1]:.1f}] | {other or '–'} | {diff} | {shots(row)} |")
+    for row in summary["ngram"]:
+        lines.append(f"| {row['order']}-gram on the study's corpus | – | – | {row['blimp']:.1f} | "
+                     f"[{row['blimp_ci'][0]:.1f}, {row['blimp_ci'][1]:.1f}] | – | – | " + " | ".join("–" for _ in sizes) + " |")
+    # by BLiMP field, at the last budget with each model's reported scorer
+    columns = {f"{o} ({rows[-1]['blimp_scorer']})": results["blimp"][f"{o}/{rows[-1]['step']}/{rows[-1]['blimp_scorer']}/test"]
+               for o, rows in summary.items() if o in OBJECTIVES}
+    best_ngram = max(summary["ngram"], key=lambda r: r["blimp"])["order"]
+    columns[f"{best_ngram}-gram"] = results["blimp"][f"ngram/{best_ngram}/test"]
+    fields = sorted({f for r in columns.values() for f in r["fields"]})
+    lines += ["", "| BLiMP field (test paradigms) | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for field in fields:
+        lines.append(f"| {field} | " + " | ".join(f"{r['fields'].get(field, float('nan')):.1f}" for r in columns.values()) + " |")
+    return "\n".join(lines)
+
+
+def plot_zero_shot(summary: dict, results: dict, path: str) -> None:
+    """BLiMP test accuracy against training FLOPs, per objective and scorer; random weights and the
+    n-gram yardsticks as horizontal lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for objective in OBJECTIVES:
+        for scorer in SCORERS_OF[objective]:
+            rows = summary.get(objective, [])
+            if rows:
+                ax.plot([r["flops"] for r in rows], [r["blimp_by_scorer"][scorer] for r in rows], marker="o",
+                        label=f"{ {'electra': 'ELECTRA', 'mlm': 'masked LM'}[objective]}, {scorer}")
+    ax.axhline(summary["random"][0]["blimp"], color="gray", linestyle="--", label="random weights")
+    for row, style in zip(summary["ngram"], (":", "-.", (0, (5, 1)))):
+        ax.axhline(row["blimp"], color="black", linestyle=style, linewidth=0.8, label=f"{row['order']}-gram")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("BLiMP accuracy, test paradigms (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

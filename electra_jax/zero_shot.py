@@ -221,6 +221,12 @@ def bootstrap_ci(passes: dict[str, np.ndarray], seed: int = 0, samples: int = BO
     return _interval(_bootstrap_overall(passes, seed, samples))
 
 
+def mean_ci(runs: list[dict[str, np.ndarray]], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    """95% interval of the mean overall accuracy (%) of several runs on the same paradigms (e.g.
+    random initialisations), each resampled with the same pairs."""
+    return _interval(np.mean([_bootstrap_overall(p, seed, samples) for p in runs], axis=0))
+
+
 def paired_difference_ci(passes_a: dict[str, np.ndarray], passes_b: dict[str, np.ndarray], seed: int = 0,
                          samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
     """95% interval of overall(a) - overall(b) (%, points), both resampled with the same pairs."""

@@ -149,3 +149,51 @@ def test_search_smoke_run(shared_data, tmp_path):
     shutil.rmtree(tmp_path / "search")
     again = run_search(c, str(tmp_path))
     assert (again["table"], again["trajectories"]) == (result["table"], result["trajectories"])
+
+
+def blimp_smoke_config(shared_data):
+    c = runpy.run_path("configs/study/blimp_cpu.py")["get_config"]()
+    books = shared_data / "pretrain" / "gutenberg_nltk_tokenized"
+    c.corpus = (str(books / "carroll-alice.txt"), str(books / "blake-poems.txt"))
+    c.glue_dir = str(shared_data / "glue")
+    c.vocab_size, c.seq_length = 600, 32
+    c.model.update(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, embedding_size=32)
+    c.train.update(batch_size=16, log_every=2)
+    c.pretrain_flops = 6e9
+    c.budgets, c.probe_task = 2, ""
+    c.minimal_pairs.update(data=str(shared_data / "blimp"), max_pairs=4, random_seeds=(0,), ngram_orders=(1, 2))
+    c.fewshot.update(sizes=(24, 48), epochs=(2, 1), seeds=2)
+    return c
+
+
+def test_blimp_study_smoke_run(shared_data, tmp_path):
+    """The zero-shot study end to end at seconds' scale: every encoder and scorer at every budget,
+    random weights, the n-gram yardsticks, few-label fine-tuning, the summary's layout."""
+    c = blimp_smoke_config(shared_data)
+    result = run_study(c, str(tmp_path))
+    summary = json.loads((tmp_path / "study_summary.json").read_text())
+    vocab = json.loads((tmp_path / "data" / "metadata.json").read_text())["vocab_size"]
+    assert [r["step"] for r in summary["electra"]] == steps_of(c, "electra", vocab)
+    assert [r["step"] for r in summary["mlm"]] == steps_of(c, "mlm", vocab)
+    for row in summary["electra"] + summary["mlm"]:
+        assert 0 <= row["blimp"] <= 100 and row["blimp_ci"][0] <= row["blimp"] <= row["blimp_ci"][1]
+        assert row["flops"] == pytest.approx(row["step"] * row["flops"] / row["step"]) and row["flops"] > 0
+    assert summary["electra"][-1]["blimp_scorer"] in ("discriminator", "pll") and summary["mlm"][-1]["blimp_scorer"] == "pll"
+    assert set(summary["electra"][0]["blimp_by_scorer"]) == {"discriminator", "pll"}
+    for row in summary["electra"]:  # the paired interval holds the plain difference
+        low, high = row["blimp_minus_mlm_ci"]
+        assert low <= row["blimp_minus_mlm"] <= high
+    last = summary["electra"][-1], summary["mlm"][-1], summary["random"][0]
+    for row in last:
+        for size in (24, 48):
+            mean, std = row[f"fewshot_{size}"]
+            assert 0 <= mean <= 100 and std >= 0
+    assert summary["electra"][0]["fewshot_24"] is None  # few-label runs at the last budget only
+    assert [r["order"] for r in summary["ngram"]] == [1, 2]
+    assert summary["evaluation"] == dict(split="test", paradigms=50, pairs=200, max_pairs_per_paradigm=4)
+    results = json.loads((tmp_path / "results.json").read_text())
+    dev = [k for k in results["blimp"] if k.endswith("/dev")]
+    assert all(len(results["blimp"][k]["paradigms"]) == 17 for k in dev)  # dev and test never mix
+    assert "| electra |" in result["table"] and "BLiMP field" in result["table"]
+    assert (tmp_path / "blimp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_study(c, str(tmp_path))["table"] == result["table"]  # resumed: nothing is redone
