@@ -40,7 +40,7 @@ commands:
 
 METRICS_HELP = """\
 What the metrics mean:
-  loss                     generator_loss + 50 * discriminator_loss (the joint objective)
+  loss                     generator_loss + {discriminator_weight:g} * discriminator_loss (the joint objective)
   generator_loss/accuracy  masked-LM cross-entropy and top-1 accuracy of the small generator at the
                            masked positions (how plausible its replacements are)
   discriminator_loss       sigmoid cross-entropy of 'was this token replaced?' over all real tokens
@@ -192,11 +192,11 @@ def cmd_pretrain(argv: list[str]) -> dict:
     fv = _distributed_command(argv, "pretrain")
     from electra_jax.train import pretrain
     result = pretrain(fv.config, fv.workdir)
-    _print_result(result)
+    _print_result(result, fv.config)
     return result
 
 
-def _print_result(result: dict) -> None:
+def _print_result(result: dict, config) -> None:
     import jax
     if jax.process_index() != 0:
         return
@@ -214,7 +214,7 @@ def _print_result(result: dict) -> None:
         print(discriminator_verdict(result["eval"]))
     print(f"checkpoints: {result['checkpoints']}")
     print(f"TensorBoard: tensorboard --logdir {result['tensorboard']}")
-    print(METRICS_HELP)
+    print(METRICS_HELP.format(discriminator_weight=config.pretrain.discriminator_weight))
 
 
 def cmd_demo(argv: list[str]) -> dict:
@@ -226,15 +226,14 @@ def cmd_demo(argv: list[str]) -> dict:
     # (docs/study.md, "Shorter sequences"); every batch holds the same 4096 tokens
     p.add_argument("--seq_length", type=int, default=16)
     a = p.parse_args(argv)
-    from electra_jax.config import SMALL_BUDGET_RECIPE, apply_overrides, default_config, validate
+    from electra_jax.config import default_config, validate
     from electra_jax.data import stdlib_corpus
     from electra_jax.data.prepare import PrepareOptions, load_metadata, prepare
 
     workdir = os.path.abspath(a.workdir)
     corpus_path = os.path.join(workdir, "corpus", "stdlib_docstrings.txt")
     data_dir = os.path.join(workdir, "data")
-    config = default_config("tiny")
-    apply_overrides(config, SMALL_BUDGET_RECIPE)  # what the recipe search chose for runs this short
+    config = default_config("tiny", "small_budget")
     tokens_per_batch = config.train.batch_size * config.data.seq_length  # the tiny config's, at any length
     config.data.update(dir=data_dir, seq_length=a.seq_length)
     config.train.update(batch_size=max(1, tokens_per_batch // a.seq_length), num_steps=a.steps,
@@ -259,7 +258,7 @@ def cmd_demo(argv: list[str]) -> dict:
     print(f"3/3 pretraining ELECTRA-Tiny for {a.steps} steps (batch {config.train.batch_size} x {a.seq_length} tokens) ...")
     from electra_jax.train import pretrain
     result = pretrain(config, os.path.join(workdir, "run"))
-    _print_result(result)
+    _print_result(result, config)
     return result
 
 

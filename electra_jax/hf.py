@@ -176,13 +176,20 @@ def load(path: str, head: str | None = None):
     return MODULES[head](cfg), params
 
 
+def why_not_convertible(attention_bias: str) -> str | None:
+    """Why transformers cannot hold a model of this attention (None when it can): its BERT and
+    ELECTRA have BERT's attention only, so a model with ALiBi biases can be neither written for
+    them nor stood in for by them."""
+    if attention_bias == "none":
+        return None
+    return (f"model.attention_bias={attention_bias!r}: HuggingFace BERT/ELECTRA attention has no such biases, so "
+            f"transformers cannot hold this model; pretrain with --config.model.attention_bias=none for one it can")
+
+
 def require_bert_attention(attention_bias: str) -> None:
-    """transformers' BERT and ELECTRA have BERT's attention only: a model with ALiBi biases can be
-    neither written for them nor stood in for by them."""
-    if attention_bias != "none":
-        raise HFFormatError(f"model.attention_bias={attention_bias!r}: HuggingFace BERT/ELECTRA attention has no such "
-                            f"biases, so transformers cannot hold this model; pretrain with "
-                            f"--config.model.attention_bias=none for one it can")
+    reason = why_not_convertible(attention_bias)
+    if reason:
+        raise HFFormatError(reason)
 
 
 def save(module, params, path: str, tokenizer=None) -> None:

@@ -125,12 +125,18 @@ def run_search(study, workdir: str) -> dict:
     WORKDIR/search/NAME/ the runs, WORKDIR/search.json every number, WORKDIR/search.md the table."""
     check_study(study)
     workdir = os.path.abspath(workdir)
-    meta = study_data(study, workdir)
     results_file = os.path.join(workdir, "search.json")
     results = {}
     if os.path.exists(results_file):
         with open(results_file) as f:
             results = json.load(f)
+    for name, objective, overrides in study.search.candidates:  # a measured name keeps its meaning
+        measured = (results[name]["objective"], results[name]["overrides"]) if name in results else None
+        if measured not in (None, (objective, [list(o) for o in overrides])):
+            raise SystemExit(f"search candidate {name!r}: {results_file} measured it as {measured[0]} with "
+                             f"{measured[1]}; the config now says {objective} with {[list(o) for o in overrides]}. "
+                             f"Name the new candidate differently, or delete its row to measure it again")
+    meta = study_data(study, workdir)
     for name, objective, overrides in study.search.candidates:
         if name in results:
             continue

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from electra_jax import config as config_lib, sharding, warm_start, workdir as workdir_lib
+from electra_jax import config as config_lib, hf, sharding, warm_start, workdir as workdir_lib
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError, read_json_file
@@ -174,6 +174,10 @@ class Trainer:
                             f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
 
         self.training = build_training(config, self.meta["vocab_size"], self.meta["special_ids"])
+        not_convertible = hf.why_not_convertible(config.model.attention_bias)
+        if not_convertible and jax.process_index() == 0:  # said now, not after hours of training
+            logging.warning("this model will not convert to HuggingFace (`electra-jax convert to-hf`): %s",
+                            not_convertible)
 
     def dataset(self, split: str, *, repeat: bool = True, shuffle: bool = True):
         return pipeline.make_dataset(self.meta, split, local_batch_size=self.local_batch, seed=self.config.seed,

@@ -3,6 +3,7 @@
 Used by test_sharding.py in subprocesses, because the number of (fake) CPU devices and the
 multi-process setup must be fixed before jax starts.
     python sharded_run.py OUT.npz MESH [MESH ...]          MESH like data=2,fsdp=2,tensor=2
+    ... --recipe small_budget                                       a recipe of config.RECIPES
     ... --coordinator HOST:PORT --num_processes N --process_id I   for a multi-process run
 """
 import argparse
@@ -21,8 +22,8 @@ VOCAB, SEQ, BATCH, STEPS = 256, 32, 16, 3
 SPECIAL = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
 
 
-def config_for(mesh: str):
-    c = default_config("tiny")
+def config_for(mesh: str, recipe: str = "reference"):
+    c = default_config("tiny", recipe)
     c.model.update(num_layers=2, hidden_size=64, num_heads=4, intermediate_size=128, embedding_size=32,
                    generator_fraction=0.5)
     c.data.update(dir="/unused", seq_length=SEQ)
@@ -44,8 +45,8 @@ def global_batches():
         yield dict(input_ids=ids * mask, attention_mask=mask, token_type_ids=np.zeros_like(ids))
 
 
-def run(mesh_spec: str, devices):
-    config = config_for(mesh_spec)
+def run(mesh_spec: str, devices, recipe: str = "reference"):
+    config = config_for(mesh_spec, recipe)
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
     training = build_training(config, VOCAB, SPECIAL)
@@ -71,6 +72,7 @@ def main():
     p.add_argument("--coordinator")
     p.add_argument("--num_processes", type=int)
     p.add_argument("--process_id", type=int)
+    p.add_argument("--recipe", default="reference")
     p.add_argument("--memory", help="instead: per-device bytes of an electra config's train state, as JSON")
     a = p.parse_args()
     if a.coordinator:
@@ -89,7 +91,7 @@ def main():
     results = {}
     for spec in a.meshes:
         size = int(np.prod([int(x.split("=")[1]) for x in spec.split(",")]))
-        losses, params = run(spec, jax.devices()[:size])
+        losses, params = run(spec, jax.devices()[:size], a.recipe)
         results[f"{spec}/losses"] = np.array(losses)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):
             results[f"{spec}/{jax.tree_util.keystr(path)}"] = leaf

@@ -1,6 +1,8 @@
 """Performance accounting: the FLOPs formula against XLA's own count, and the bench command."""
+import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -9,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import model as model_lib, perf_variants, plan, profile
+from electra_jax import model as model_lib, plan, profile
 from electra_jax.flops import encoder_flops_per_token, train_flops_per_step
 from electra_jax.config import default_config
 from electra_jax.model import ElectraEncoderModel, ModelConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("e, h, layers, heads, ffn, seq", [(128, 256, 2, 4, 1024, 128), (256, 256, 3, 4, 1024, 256)])
@@ -247,9 +251,16 @@ ENTRY %main (a: f32[4,4]) -> f32[4,4] {
     assert result["gaps_over_1ms_per_step"] == 0  # one gap, of 5 microseconds
 
 
-def test_perf_variants_fused_qkv_computes_the_same_encoder(monkeypatch):
-    """The fused-QKV experiment keeps the parameters (same tree, same names) and the values."""
+@pytest.mark.parametrize("attention_bias", ["none", "alibi"])
+def test_perf_variants_fused_qkv_computes_the_same_encoder(monkeypatch, attention_bias):
+    """The fused-QKV experiment (tools/perf_variants.py) keeps the parameters (same tree, same
+    names) and the values, attention biases included."""
+    spec = importlib.util.spec_from_file_location("perf_variants", REPO / "tools" / "perf_variants.py")
+    perf_variants = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "perf_variants", perf_variants)  # flax's dataclasses look their module up
+    spec.loader.exec_module(perf_variants)
     cfg, ids, mask = _small_encoder_inputs()
+    cfg = cfg.replace(attention_bias=attention_bias)
     params = ElectraEncoderModel(cfg).init(jax.random.key(0), ids)
     expected = ElectraEncoderModel(cfg).apply(params, ids, mask)
     monkeypatch.setattr(model_lib, "SelfAttention", model_lib.SelfAttention)  # restored after the test

@@ -30,6 +30,8 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
             "--config.data.dir=data", *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "finished at step 4" in r.stdout and "TensorBoard: tensorboard --logdir" in r.stdout
+    assert "loss                     generator_loss + 100 * discriminator_loss" in r.stdout  # the recipe's weight
+    assert "will not convert to HuggingFace" not in r.stderr
     assert (tmp_path / "run" / "checkpoints" / "4").is_dir()
 
     r = run("export", "--workdir", "run", "--out", "exported", cwd=tmp_path)
@@ -45,6 +47,21 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
     assert disc["encoder"]["layer_0"]["intermediate"]["kernel"].shape == (64, 128)
     r = run("export", "--workdir", "run", "--out", "exported", cwd=tmp_path)
     assert r.returncode == 2 and "already exists" in r.stderr
+    # the small-budget recipe's model (untied embeddings, a one-layer generator) converts to HuggingFace
+    r = run("convert", "to-hf", "--ckpt", "exported", "--out", "hf", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import transformers
+    generator = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "hf" / "generator")
+    assert generator.config.num_hidden_layers == 1 and generator.config.hidden_size == 16
+    assert transformers.ElectraForPreTraining.from_pretrained(tmp_path / "hf" / "discriminator").config.num_hidden_layers == 1
+
+    # a model transformers cannot hold says so when its pretraining starts
+    r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--workdir", "run_alibi",
+            "--config.data.dir=data", "--config.model.attention_bias=alibi", *TINY, "--config.train.num_steps=2",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warned = [line for line in r.stderr.splitlines() if "will not convert to HuggingFace" in line]
+    assert len(warned) == 1 and "model.attention_bias='alibi'" in warned[0]
 
     # a second prepare into the same directory is refused and leaves the data alone
     r = run("prepare", "--input", str(text), "--output_dir", "data", cwd=tmp_path)

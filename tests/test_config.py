@@ -39,9 +39,14 @@ def test_tiny_config_uses_the_small_budget_recipe_and_paper_sizes_the_reference(
     tiny = load("electra_tiny.py")
     assert (tiny.train.bias_correction, tiny.train.learning_rate, tiny.train.generator_learning_rate_scale,
             tiny.pretrain.mask_prob, tiny.model.dropout_rate, tiny.model.attention_dropout_rate,
-            tiny.model.attention_bias, tiny.model.position_init) == (True, 1e-3, 0.3, 0.2, 0, 0, "alibi", "zeros")
+            tiny.model.attention_bias) == (True, 1e-3, 0.3, 0.2, 0, 0, "none")
     assert (tiny.model.embedding_sharing, tiny.model.generator_num_layers, tiny.pretrain.discriminator_weight) == \
         ("none", 1, 100.0)
+    # the variant after the file name picks the recipe; "tiny" alone means the size
+    assert load("electra_tiny.py:reference").to_dict() == default_config("tiny").to_dict()
+    assert tiny.to_dict() == default_config("tiny", "small_budget").to_dict()
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'; choose one of \\['reference', 'small_budget'\\]"):
+        default_config("tiny", "fast")
     for size in ("small", "base", "large"):
         c = load(f"electra_{size}.py")
         assert (c.train.bias_correction, c.model.embedding_sharing, c.pretrain.temperature_schedule) == \

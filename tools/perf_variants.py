@@ -3,8 +3,10 @@ real train step with one thing changed, timed by bench.bench_step in its own pro
 variables such as the PRNG and XLA flags take effect at start-up), one after another in one run so
 that their ratios to the baseline are comparable.
 
-    python -m electra_jax.perf_variants --config configs/electra_small.py \\
+    python tools/perf_variants.py --config configs/electra_small.py --config.model.vocab_size=30522 \\
         --config.train.batch_size=32 --config.data.seq_length=128 [--variants a,b] [--json F]
+
+A research tool, not part of the package (nothing in electra_jax imports it).
 
 Variants that replace code do so by swapping a module attribute before the step is built; they
 are experiments, not options.
@@ -75,7 +77,8 @@ def _fused_qkv_attention():
                 + jnp.concatenate([b for _, b in parts]).astype(c.dtype)
             q, k, v = (t.reshape(*t.shape[:-1], c.num_heads, -1) for t in jnp.split(qkv, 3, axis=-1))
             rng = self.make_rng("dropout") if not deterministic and c.attention_dropout_rate > 0 else None
-            y = nn.dot_product_attention(q, k, v, mask=mask, dropout_rng=rng, dropout_rate=c.attention_dropout_rate,
+            bias = model_lib.alibi_logits(c.num_heads, x.shape[-2]).astype(q.dtype) if c.attention_bias == "alibi" else None
+            y = nn.dot_product_attention(q, k, v, bias=bias, mask=mask, dropout_rng=rng, dropout_rate=c.attention_dropout_rate,
                                          deterministic=deterministic, dtype=c.dtype)
             return model_lib.dense_layer(c, c.hidden_size, ("heads", "embed"), "output")(
                 y.reshape(*y.shape[:-2], c.hidden_size))
@@ -96,7 +99,7 @@ def _apply_code_change(change: str | None) -> None:
 def _run_one(name: str, argv: list[str]) -> dict:
     env, overrides, _ = VARIANTS[name]
     base_env = cli.huge_page_malloc_env(os.environ) or os.environ  # what an electra-jax command runs with
-    out = subprocess.run([sys.executable, "-m", "electra_jax.perf_variants", "--one", name] + argv + overrides,
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", name] + argv + overrides,
                          capture_output=True, text=True, env={**base_env, **env})
     if out.returncode != 0:
         raise SystemExit(f"variant {name} failed:\n{out.stderr[-2000:]}")
@@ -108,7 +111,9 @@ def main(argv: list[str]) -> None:
         _apply_code_change(VARIANTS[argv[1]][2])
         fv = cli._pretrain_flags(argv[2:], "perf_variants", lambda flags, fv: flags.DEFINE_integer(
             "steps", 6, "timed steps", flag_values=fv))
-        result = bench.bench_step(fv.config, fv.config.model.vocab_size or 30522, steps=fv.steps, warmup=1)
+        if not fv.config.model.vocab_size:
+            raise SystemExit("perf_variants: set --config.model.vocab_size (the vocabulary of the synthetic batches)")
+        result = bench.bench_step(fv.config, fv.config.model.vocab_size, steps=fv.steps, warmup=1)
         print(json.dumps(dict(variant=argv[1], step_seconds=result["step_seconds"], loss=result["loss"])))
         return
     names, out_file = list(VARIANTS), None
