@@ -139,7 +139,9 @@ def _parse_flags(fv, argv: list[str]) -> None:
                          f"{str(e).splitlines()[0] if str(e) else ''}")
 
 
-def _pretrain_flags(argv: list[str], command: str = "pretrain", define_extra=None):
+def _config_command_flags(argv: list[str], command: str = "pretrain", define_extra=None):
+    """The flags of a config-driven command: --config FILE[:VARIANT] with --config.a.b=v overrides,
+    then --workdir and the multi-host flags, or the command's own flags (`define_extra`)."""
     from absl import flags
     from ml_collections import config_flags
     fv = flags.FlagValues()
@@ -182,7 +184,7 @@ def cmd_finetune(argv: list[str]) -> dict:
 
 def _distributed_command(argv: list[str], command: str):
     """Flags of a config-driven command that may span hosts; joins the cluster before jax starts."""
-    fv = _pretrain_flags(argv, command)
+    fv = _config_command_flags(argv, command)
     from electra_jax import sharding
     sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, auto=fv.distributed)
     return fv
@@ -367,7 +369,7 @@ def cmd_eval(argv: list[str]) -> dict:
 
 
 def cmd_study(argv: list[str]) -> dict:
-    fv = _pretrain_flags(argv, "study")
+    fv = _config_command_flags(argv, "study")
     from electra_jax.study import run_study
     result = run_study(fv.config, fv.workdir)
     print("\n" + result["table"])
@@ -377,7 +379,7 @@ def cmd_study(argv: list[str]) -> dict:
 
 
 def cmd_search(argv: list[str]) -> dict:
-    fv = _pretrain_flags(argv, "search")
+    fv = _config_command_flags(argv, "search")
     from electra_jax.study import run_search
     result = run_search(fv.config, fv.workdir)
     print("\n" + result["table"])
@@ -385,94 +387,114 @@ def cmd_search(argv: list[str]) -> dict:
     return result
 
 
-def cmd_bench(argv: list[str]) -> dict:
-    if not argv or argv[0] not in ("step", "data", "finetune", "plan"):
-        raise SystemExit("usage: electra-jax bench step --config C [--reference] [--tasks] [--profile DIR] "
-                         "[--config.a.b=v ...] | "
-                         "bench data --config C --config.data.dir=PREPARED [--step_seconds S] | "
-                         "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference] | "
-                         "bench plan --config C --accelerator {v4,v5e,v5p,v100,a100,h100} --chips N")
+BENCH_USAGE = ("usage: electra-jax bench step --config C [--reference] [--tasks] [--profile DIR] [--config.a.b=v ...] | "
+               "bench data --config C --config.data.dir=PREPARED [--step_seconds S] | "
+               "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference] | "
+               "bench plan --config C --accelerator {v4,v5e,v5p,v100,a100,h100} --chips N")
 
-    def define(flags, fv):
-        flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
-        flags.DEFINE_integer("warmup", 2, "untimed steps after compiling", flag_values=fv)
-        flags.DEFINE_integer("vocab_size", 30522, "vocabulary for synthetic tokens (model.vocab_size wins if set)",
-                             flag_values=fv)
-        flags.DEFINE_bool("reference", False, "also run the PyTorch + transformers reference (bench extra)", flag_values=fv)
-        flags.DEFINE_bool("matmul_peak", True, "measure the matmul peak for MFU", flag_values=fv)
-        flags.DEFINE_bool("breakdown", False, "also time the step's parts alone (ELECTRA objective)", flag_values=fv)
-        flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
-        flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
-        flags.DEFINE_string("workdir", None, "bench finetune: where both runs write", flag_values=fv)
-        flags.DEFINE_bool("tasks", False, "bench step: also time the fine-tuning step and the batched forward "
-                          "(inference) at the discriminator's size", flag_values=fv)
-        flags.DEFINE_string("profile", None, "bench step: trace the step into DIR and print its time by kind of op",
-                            flag_values=fv)
-        flags.DEFINE_string("accelerator", None, "bench plan: the chip to plan for", flag_values=fv)
-        flags.DEFINE_integer("chips", 1, "bench plan: how many chips (host devices stand in for them)", flag_values=fv)
-        flags.DEFINE_float("efficiency", 0.5, "bench plan: the share of the roofline a tuned step reaches",
-                           flag_values=fv)
-    fv = _pretrain_flags(argv[1:], f"bench {argv[0]}", define)
+
+def _define_bench_flags(flags, fv) -> None:
+    flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compiling", flag_values=fv)
+    flags.DEFINE_integer("vocab_size", 30522, "vocabulary for synthetic tokens (model.vocab_size wins if set)",
+                         flag_values=fv)
+    flags.DEFINE_bool("reference", False, "also run the PyTorch + transformers reference (bench extra)", flag_values=fv)
+    flags.DEFINE_bool("matmul_peak", True, "measure the matmul peak for MFU", flag_values=fv)
+    flags.DEFINE_bool("breakdown", False, "also time the step's parts alone (ELECTRA objective)", flag_values=fv)
+    flags.DEFINE_float("step_seconds", 0.0, "bench data: the step time to compare with", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the result to this file", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "bench finetune: where both runs write", flag_values=fv)
+    flags.DEFINE_bool("tasks", False, "bench step: also time the fine-tuning step and the batched forward "
+                      "(inference) at the discriminator's size", flag_values=fv)
+    flags.DEFINE_string("profile", None, "bench step: trace the step into DIR and print its time by kind of op",
+                        flag_values=fv)
+    flags.DEFINE_string("accelerator", None, "bench plan: the chip to plan for", flag_values=fv)
+    flags.DEFINE_integer("chips", 1, "bench plan: how many chips (host devices stand in for them)", flag_values=fv)
+    flags.DEFINE_float("efficiency", 0.5, "bench plan: the share of the roofline a tuned step reaches",
+                       flag_values=fv)
+
+
+def _bench_plan(fv) -> dict:
+    # host devices stand in for the chips; XLA reads this when the backend starts, below
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
+                              f"--xla_force_host_platform_device_count={fv.chips}".strip()
+    from electra_jax import plan
+    if fv.accelerator is None:
+        raise SystemExit("electra-jax bench plan: --accelerator is required")
     config = fv.config
-    if argv[0] == "plan":
-        # host devices stand in for the chips; XLA reads this when the backend starts, below
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
-                                  f"--xla_force_host_platform_device_count={fv.chips}".strip()
-        from electra_jax import plan
-        if fv.accelerator is None:
-            raise SystemExit("electra-jax bench plan: --accelerator is required")
-        try:
-            result = plan.plan_run(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips,
-                                   fv.efficiency)
-        except ValueError as e:
-            raise SystemExit(f"electra-jax bench plan: {e}")
-        print(plan.format_plan(result))
-        if fv.json:
-            with open(fv.json, "w") as f:
-                json.dump(result, f, indent=2)
-        return result
+    try:
+        result = plan.plan_run(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips,
+                               fv.efficiency)
+    except ValueError as e:
+        raise SystemExit(f"electra-jax bench plan: {e}")
+    print(plan.format_plan(result))
+    return result
+
+
+def _bench_finetune(fv) -> dict:
+    from electra_jax import bench
+    from electra_jax.bench_torch import finetune_reference
+    if not fv.workdir:
+        raise SystemExit("electra-jax bench finetune: --workdir is required")
+    result = bench.bench_finetune(fv.config, fv.workdir, reference=finetune_reference if fv.reference else None)
+    print(json.dumps(result, indent=2))
+    print("\n" + bench.finetune_table([result]))
+    return result
+
+
+def _bench_step(fv) -> dict:
     from electra_jax import bench, profile
-    if argv[0] == "finetune":
-        if not fv.workdir:
-            raise SystemExit("electra-jax bench finetune: --workdir is required")
-        from electra_jax.bench_torch import finetune_reference
-        result = bench.bench_finetune(config, fv.workdir, reference=finetune_reference if fv.reference else None)
-    elif argv[0] == "step":
-        vocab = config.model.vocab_size or fv.vocab_size
-        if fv.reference:  # a model the reference cannot build is refused before any compile, not after
-            from electra_jax.bench_torch import bench_reference, bench_task_reference
-            from electra_jax.hf import require_bert_attention
-            require_bert_attention(config.model.attention_bias)
-        result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
-        if fv.matmul_peak:
-            result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
-            result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
-        if result["device_kind"] == "cpu":
-            result["cpu_peak"] = bench.cpu_peak_flops()
-            result["mfu_physical_peak"] = result["model_flops_per_second"] / result["cpu_peak"]["peak_flops"]
-        if fv.breakdown:
-            result["breakdown"] = bench.step_breakdown(config, vocab)
+    config = fv.config
+    vocab = config.model.vocab_size or fv.vocab_size
+    if fv.reference:  # a model the reference cannot build is refused before any compile, not after
+        from electra_jax.bench_torch import bench_reference, bench_task_reference
+        from electra_jax.hf import require_bert_attention
+        require_bert_attention(config.model.attention_bias)
+    result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
+    if fv.matmul_peak:
+        result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
+        result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
+    if result["device_kind"] == "cpu":
+        result["cpu_peak"] = bench.cpu_peak_flops()
+        result["mfu_physical_peak"] = result["model_flops_per_second"] / result["cpu_peak"]["peak_flops"]
+    if fv.breakdown:
+        result["breakdown"] = bench.step_breakdown(config, vocab)
+    if fv.tasks:
+        result["tasks"] = bench.bench_task_steps(config, vocab, steps=fv.steps, warmup=fv.warmup,
+                                                 profile_dir=fv.profile and f"{fv.profile}/tasks")
+    if fv.reference:
+        result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
+        result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
         if fv.tasks:
-            result["tasks"] = bench.bench_task_steps(config, vocab, steps=fv.steps, warmup=fv.warmup,
-                                                     profile_dir=fv.profile and f"{fv.profile}/tasks")
-        if fv.reference:
-            result["reference"] = bench_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
-            result["speedup_vs_reference"] = result["tokens_per_second"] / result["reference"]["tokens_per_second"]
-            if fv.tasks:
-                result["reference"]["tasks"] = bench_task_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
-                result["tasks"]["speedup_vs_reference"] = {
-                    k: result["reference"]["tasks"][k] / result["tasks"][k] for k in result["tasks"] if k.endswith("_seconds")}
-    else:
-        result = bench.bench_data(config.data.dir, config.train.batch_size)
-        if fv.step_seconds:
-            result["ratio_to_step"] = result["examples_per_second"] / (config.train.batch_size / fv.step_seconds)
+            result["reference"]["tasks"] = bench_task_reference(config, vocab, steps=fv.steps, warmup=fv.warmup)
+            result["tasks"]["speedup_vs_reference"] = {
+                k: result["reference"]["tasks"][k] / result["tasks"][k] for k in result["tasks"] if k.endswith("_seconds")}
     print(json.dumps(result, indent=2))
     if "profile" in result:
         print("\npretraining step\n" + profile.format_breakdown(result["profile"]))
     for name, traced in result.get("tasks", {}).get("profile", {}).items():
         print(f"\n{name}\n" + profile.format_breakdown(traced))
-    if argv[0] == "finetune":
-        print("\n" + bench.finetune_table([result]))
+    return result
+
+
+def _bench_data(fv) -> dict:
+    from electra_jax import bench
+    config = fv.config
+    result = bench.bench_data(config.data.dir, config.train.batch_size)
+    if fv.step_seconds:
+        result["ratio_to_step"] = result["examples_per_second"] / (config.train.batch_size / fv.step_seconds)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+BENCHES = {"step": _bench_step, "data": _bench_data, "finetune": _bench_finetune, "plan": _bench_plan}
+
+
+def cmd_bench(argv: list[str]) -> dict:
+    if not argv or argv[0] not in BENCHES:
+        raise SystemExit(BENCH_USAGE)
+    fv = _config_command_flags(argv[1:], f"bench {argv[0]}", _define_bench_flags)
+    result = BENCHES[argv[0]](fv)
     if fv.json:
         with open(fv.json, "w") as f:
             json.dump(result, f, indent=2)

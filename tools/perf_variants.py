@@ -109,7 +109,7 @@ def _run_one(name: str, argv: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--one":
         _apply_code_change(VARIANTS[argv[1]][2])
-        fv = cli._pretrain_flags(argv[2:], "perf_variants", lambda flags, fv: flags.DEFINE_integer(
+        fv = cli._config_command_flags(argv[2:], "perf_variants", lambda flags, fv: flags.DEFINE_integer(
             "steps", 6, "timed steps", flag_values=fv))
         if not fv.config.model.vocab_size:
             raise SystemExit("perf_variants: set --config.model.vocab_size (the vocabulary of the synthetic batches)")
