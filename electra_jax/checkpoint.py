@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 
 import grain
@@ -83,6 +84,19 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+
+    def remove_abandoned_saves(self) -> list[str]:
+        """Delete the temporary directories of saves a killed process never finished (Orbax
+        writes each save under a `*.orbax-checkpoint-tmp*` name and renames it when complete);
+        call with no save in flight. Returns what was removed."""
+        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+            return []
+        abandoned = [os.path.join(self.directory, n) for n in os.listdir(self.directory)
+                     if ".orbax-checkpoint-tmp" in n]
+        for path in abandoned:
+            shutil.rmtree(path, ignore_errors=True)
+            logging.info("removed %s, left by a save that never finished", path)
+        return abandoned
 
     def close(self) -> None:
         self.manager.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -122,8 +123,15 @@ def _parse_flags(fv, argv: list[str]) -> None:
     config_file = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
     if "--config" in argv[1:-1]:
         config_file = argv[argv.index("--config") + 1]
-    if config_file is not None and not os.path.isfile(config_file):
+    if config_file is not None and not os.path.isfile(config_file.split(":", 1)[0]):
         raise SystemExit(f"{argv[0]}: config file {config_file} does not exist")
+    # one rule for every field: given twice is refused (ml_collections would append a tuple-valued
+    # field's second value and let a plain field's last one win)
+    fields = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    repeated = sorted({f for f in fields if fields.count(f) > 1})
+    if repeated:
+        raise SystemExit(f"{argv[0]}: {repeated[0]} is given {fields.count(repeated[0])} times; give each config field "
+                         f"once (a tuple takes all its values at once, e.g. {repeated[0]}=a,b)")
     try:
         fv(argv)
     except flags.Error as e:
@@ -271,6 +279,8 @@ def cmd_export(argv: list[str]) -> dict:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from electra_jax.export import export
+    from electra_jax.workdir import check_writable_location
+    check_writable_location(a.out)
     info = export(a.workdir, a.out)
     print(f"exported step {info['step']} ({', '.join(info['parts'])}) to {os.path.abspath(a.out)}")
     return info
@@ -287,8 +297,12 @@ def cmd_predict(argv: list[str]):
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_intermixed_args(argv)
     texts = list(a.texts)
-    if a.file:
+    if a.file is not None:
         from electra_jax.data.corpus import strict_text_lines
+        if not a.file:
+            raise SystemExit("electra-jax predict: --file is empty; give the path of a file of texts, one per line")
+        if os.path.isdir(a.file):
+            raise SystemExit(f"electra-jax predict: --file {a.file} is a directory; give a file of texts, one per line")
         if not os.path.isfile(a.file):
             raise SystemExit(f"electra-jax predict: --file {a.file} does not exist")
         texts += [line.strip() for line in strict_text_lines(a.file) if line.strip()]
@@ -332,6 +346,8 @@ def cmd_convert(argv: list[str]):
     t.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from electra_jax import inference
+    from electra_jax.workdir import check_writable_location
+    check_writable_location(a.out)
     if a.direction == "from-hf":
         info = inference.from_hf(a.discriminator, a.generator, a.out)
         print(f"wrote {', '.join(info['parts'])} to {os.path.abspath(a.out)}")
@@ -359,6 +375,9 @@ def cmd_eval(argv: list[str]) -> dict:
     a = p.parse_args(argv)
     if a.max_pairs is not None and a.max_pairs < 1:
         raise SystemExit("electra-jax eval minimal-pairs: --max_pairs must be at least 1")
+    if a.json:
+        from electra_jax.workdir import check_writable_location
+        check_writable_location(a.json)
     paradigms = zero_shot.blimp_split(zero_shot.read_minimal_pairs(a.data), a.split)
     result = zero_shot.evaluate(paradigms, zero_shot.load_scorer(a.ckpt, a.scorer), a.max_pairs)
     print(zero_shot.format_report(result))
@@ -415,12 +434,14 @@ def _define_bench_flags(flags, fv) -> None:
 
 
 def _bench_plan(fv) -> dict:
+    if fv.accelerator is None:
+        raise SystemExit("electra-jax bench plan: --accelerator is required")
+    if fv.chips < 1:
+        raise SystemExit(f"electra-jax bench plan: --chips {fv.chips}: plan for at least 1 chip")
     # host devices stand in for the chips; XLA reads this when the backend starts, below
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
                               f"--xla_force_host_platform_device_count={fv.chips}".strip()
     from electra_jax import plan
-    if fv.accelerator is None:
-        raise SystemExit("electra-jax bench plan: --accelerator is required")
     config = fv.config
     try:
         result = plan.plan_run(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips,
@@ -494,6 +515,9 @@ def cmd_bench(argv: list[str]) -> dict:
     if not argv or argv[0] not in BENCHES:
         raise SystemExit(BENCH_USAGE)
     fv = _config_command_flags(argv[1:], f"bench {argv[0]}", _define_bench_flags)
+    if fv.json:
+        from electra_jax.workdir import check_writable_location
+        check_writable_location(fv.json)
     result = BENCHES[argv[0]](fv)
     if fv.json:
         with open(fv.json, "w") as f:
@@ -557,7 +581,31 @@ def main(argv: list[str] | None = None) -> int:
     except except_types as e:
         print(f"electra-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        print(f"electra-jax {argv[0]}: error: {unwritable_message(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+# OS errors that mean "the place the user named cannot take our output", and what to do about each
+UNWRITABLE = {errno.EROFS: "the filesystem is read-only; choose a location on a writable one",
+              errno.EACCES: "permission denied; choose a location you can write to",
+              errno.EPERM: "permission denied; choose a location you can write to",
+              errno.ENOSPC: "no space left on the device; free some space or choose another location",
+              errno.EDQUOT: "the disk quota is exceeded; free some space or choose another location",
+              errno.ENOTDIR: "a part of that path is a file, not a directory; choose another location",
+              errno.EISDIR: "that path is a directory; give a file path"}
+PARTIAL_SUFFIXES = (".partial", ".tmp")  # our temporary names next to the path the user gave
+
+
+def unwritable_message(e: OSError) -> str:
+    """One line naming the path the user gave (not our temporary twin of it) and what to do."""
+    path = str(e.filename or "")
+    for suffix in PARTIAL_SUFFIXES:
+        path = path[:-len(suffix)] if path.endswith(suffix) else path
+    return f"cannot write {path or 'the output'}: {UNWRITABLE[e.errno]}"
 
 
 if __name__ == "__main__":

@@ -255,6 +255,7 @@ class Trainer:
                     break
         bar.close()
         ckpt.wait()
+        ckpt.remove_abandoned_saves()
         ckpt.close()
         writer.close()
         return dict(step=int(state.step), train=last_train, eval=last_eval, preempted=preempted,

@@ -3,10 +3,12 @@ config must agree with the new command on everything that shapes the state or th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import tempfile
 
 from flax.traverse_util import flatten_dict
 
@@ -20,6 +22,24 @@ LOCK_FILE = ".lock"
 RESUMABLE = ("train.num_steps", "train.log_every", "train.eval_every", "train.eval_steps",
              "train.checkpoint_every", "train.keep_checkpoints", "train.nonfinite", "data.dir", "data.worker_count",
              "mesh.", "axis_rules", "init.")
+
+
+def check_writable_location(path: str) -> None:
+    """Before any work: raise the OSError that writing `path` (a file or directory to be created)
+    would meet later, with `path` as its filename: a file where a directory must be, a read-only
+    filesystem, no permission, no space. Creates nothing that stays."""
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".electra-jax-probe-")
+    except OSError as e:  # ENOENT from an existing directory: one that takes no new files (/proc)
+        code = errno.EACCES if e.errno == errno.ENOENT else e.errno
+        raise OSError(code, os.strerror(code), path) from None
+    os.close(fd)
+    os.remove(probe)
 
 
 class WorkdirBusy(RuntimeError):
@@ -61,17 +81,40 @@ def has_checkpoints(directory: str) -> bool:
     return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
+def checkpointed_config(workdir: str) -> dict | None:
+    """The configuration stored inside the newest checkpoint that holds a readable one (each
+    checkpoint saves its own); None when no checkpoint has one. WORKDIR/config.json is only a copy."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    for step in sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True):
+        try:
+            with open(os.path.join(directory, str(step), "config", "metadata")) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict):
+            return saved
+    return None
+
+
 def check_resume(workdir: str, config: dict) -> None:
-    """Before anything is touched: a workdir with checkpoints resumes only the run it holds."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not has_checkpoints(os.path.join(workdir, "checkpoints")) or not os.path.isfile(path):
+    """Before anything is touched: a workdir with checkpoints resumes only the run it holds. The
+    guard reads the configuration the checkpoints store, so a deleted or edited config.json cannot
+    switch it off."""
+    if not has_checkpoints(os.path.join(workdir, "checkpoints")):
         return
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path} is unreadable ({e}); it describes the checkpoints there: restore it, or use "
-                          f"another --workdir")
+    saved = checkpointed_config(workdir)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if saved is None and os.path.isfile(path):  # checkpoints written without their configuration
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path} is unreadable ({e}); it describes the checkpoints there: restore it, or use "
+                              f"another --workdir")
+    if saved is None:
+        return
     differ = config_differences(saved, config)
     if differ:
         shown = ", ".join(f"{n}: {old!r} -> {new!r}" for n, (old, new) in list(differ.items())[:6])

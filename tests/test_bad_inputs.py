@@ -2,9 +2,12 @@
 a missing, binary, non-UTF-8, malformed or truncated file, an unwritable place), answered by a non-zero
 exit code and one line on stderr that names what is wrong; no traceback, and nothing already written
 changes. Most cases fail before anything is compiled, so the battery runs in-process."""
+import errno
 import json
+import os
 import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -73,7 +76,8 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
     "an unknown command": (["frobnicate"], "unknown command 'frobnicate'; the commands are demo"),
     "demo: sequences too short": (["demo", "--workdir", "{d}/demo", "--seq_length", "4"],
                                   "data.seq_length=4 is too short (min 8)"),
-    "bench step: the PyTorch reference of an ALiBi model": (["bench", "step", "--config", TINY, "--reference"],
+    "bench step: the PyTorch reference of an ALiBi model": (["bench", "step", "--config", TINY, "--reference",
+                                                             "--config.model.attention_bias=alibi"],
                                                            "HuggingFace BERT/ELECTRA attention has no such biases"),
     "pretrain: an unknown flag": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir", "--stpes=3"],
                                   "Unknown command line flag 'stpes'"),
@@ -142,6 +146,27 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
                                       "model_type is 'roberta'"),
     "convert: a binary HuggingFace config": (["convert", "from-hf", "--discriminator", "{d}/hf_binary", "--out",
                                               "{d}/converted"], "config.json:1: a NUL byte"),
+    "pretrain: a config field given twice": (["pretrain", "--config", TINY, "--workdir", "{d}/workdir",
+                                              "--config.data.dir={data}", "--config.train.batch_size=8",
+                                              "--config.train.batch_size=16"],
+                                             "--config.train.batch_size is given 2 times; give each config field once"),
+    "finetune: a tuple-valued field given twice": (["finetune", "--config", FINETUNE["text"], "--config.init=" + EXPORT,
+                                                    "--config.data.train_file={d}/latin1.csv",
+                                                    "--config.data.text_columns=text", "--config.data.text_columns=text",
+                                                    "--workdir", "{d}/workdir"],
+                                                   "--config.data.text_columns is given 2 times"),
+    "bench plan: no chips": (["bench", "plan", "--config", TINY, "--accelerator", "v5p", "--chips", "0"],
+                             "--chips 0: plan for at least 1 chip"),
+    "export: --out under a regular file": (["export", "--workdir", str(V0 / "run"), "--out", "{d}/good.txt/export"],
+                                           "cannot write {d}/good.txt/export: a part of that path is a file"),
+    "export: --out under /proc": (["export", "--workdir", str(V0 / "run"), "--out", "/proc/electra-jax-export"],
+                                  "cannot write /proc/electra-jax-export:"),
+    "predict: a directory as --file": (["predict", "detect", "--ckpt", EXPORT, "--file", "{d}"], "is a directory"),
+    "predict: an empty --file": (["predict", "detect", "--ckpt", EXPORT, "--file", ""], "--file is empty"),
+    "eval: missing minimal pairs": (["eval", "minimal-pairs", "--ckpt", EXPORT, "--data", "{d}/no_pairs"],
+                                    "minimal pairs {d}/no_pairs do not exist"),
+    "eval: an odd file of alternating pairs": (["eval", "minimal-pairs", "--ckpt", EXPORT, "--data", "{d}/good.txt"],
+                                               "1 non-blank lines; a file of minimal pairs alternates"),
     "export: a workdir without checkpoints": (["export", "--workdir", "{d}/workdir", "--out", "{d}/exported"],
                                               "no readable checkpoint"),
 }
@@ -164,7 +189,47 @@ def test_bad_input_gets_one_clear_line(case, files, prepared, capsys):
             print(e.code, file=sys.stderr)
     err = capsys.readouterr().err.strip()
     assert code != 0, err
-    assert message in err, err
+    assert message.replace("{d}", str(files)) in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert snapshot(files) == before  # nothing that was there changed
     assert not any(p.name.startswith(("out", "converted", "exported")) for p in files.iterdir())
+
+
+UNWRITABLE_COMMANDS = {  # command: argv with {out} for the place that cannot be written
+    "export": ["export", "--workdir", str(V0 / "run"), "--out", "{out}"],
+    "convert to-hf": ["convert", "to-hf", "--ckpt", EXPORT, "--out", "{out}"],
+    "eval --json": ["eval", "minimal-pairs", "--ckpt", EXPORT, "--data", "{d}/pairs.txt", "--json", "{out}"],
+    "pretrain": ["pretrain", "--config", TINY, "--workdir", "{out}", "--config.data.dir={data}",
+                 "--config.data.seq_length=64"],
+    "finetune": ["finetune", "--config", FINETUNE["text"], "--config.init=" + EXPORT, "--workdir", "{out}",
+                 "--config.data.train_file={d}/labels.csv"],
+}
+
+
+@pytest.mark.parametrize("kind,expected", [(errno.EROFS, "the filesystem is read-only"),
+                                           (errno.EACCES, "permission denied"),
+                                           (errno.ENOSPC, "no space left on the device")])
+@pytest.mark.parametrize("command", list(UNWRITABLE_COMMANDS))
+def test_an_unwritable_output_gets_one_line_naming_the_users_path(command, kind, expected, files, prepared, tmp_path,
+                                                                    capsys, monkeypatch):
+    """The OS refuses the write (simulated: a read-only mount or a full disk needs privileges the
+    suite may not have): one line with the path the user gave and what to do, no traceback."""
+    (tmp_path / "pairs.txt").write_text("Who did she see him?\nWho did she see?\n")
+    (tmp_path / "labels.csv").write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40)))
+    out = tmp_path / "out" / "target"
+    argv = [a.replace("{out}", str(out)).replace("{d}", str(tmp_path)).replace("{data}", prepared["dir"])
+            for a in UNWRITABLE_COMMANDS[command]]
+    real_makedirs, real_mkstemp = os.makedirs, tempfile.mkstemp
+
+    def refuse(path):
+        if str(path).startswith(str(tmp_path / "out")):
+            raise OSError(kind, os.strerror(kind), str(path))
+
+    monkeypatch.setattr(os, "makedirs", lambda path, *a, **k: refuse(path) or real_makedirs(path, *a, **k))
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, dir=None, **k: refuse(os.path.join(str(dir), "x"))
+                        or real_mkstemp(*a, dir=dir, **k))
+    (tmp_path / "out").mkdir()
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert f"cannot write {out}: {expected}" in err[0], err

@@ -153,3 +153,15 @@ def test_nonfinite_loss_policy(prepared, tmp_path, policy):
         assert (tmp_path / "debug_checkpoint" / "4").is_dir()
         # no checkpoint was written, so no config.json claims to describe one
         assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "config.json").exists()
+
+
+def test_a_finished_run_removes_saves_a_killed_process_left_unfinished(prepared, tmp_path):
+    config = tiny_config(prepared["dir"], num_steps=4, checkpoint_every=2, eval_every=1000, log_every=2)
+    pretrain(config, str(tmp_path / "w"))
+    abandoned = tmp_path / "w" / "checkpoints" / "6.orbax-checkpoint-tmp-1733500000"  # a kill during save
+    (abandoned / "state").mkdir(parents=True)
+    (abandoned / "state" / "half_written").write_bytes(b"\0" * 100)
+    config.train.num_steps = 6
+    pretrain(config, str(tmp_path / "w"))
+    left = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
+    assert not abandoned.exists() and "6" in left and not any("tmp" in n for n in left)

@@ -47,6 +47,26 @@ def test_resume_with_another_configuration_is_refused_and_touches_nothing(traine
     assert not any(n.startswith("corrupt") for n in os.listdir(workdir / "checkpoints"))
 
 
+@pytest.mark.parametrize("damage", ["deleted", "edited"])
+def test_the_resume_guard_reads_the_checkpoints_own_configuration(trained, tmp_path, damage):
+    """config.json is only a copy: deleted, or edited to claim the new batch size, the guard still
+    refuses a resume with another batch size, from the configuration the checkpoint stores."""
+    import shutil
+    config, workdir = trained
+    copy = tmp_path / "w"
+    shutil.copytree(workdir, copy)
+    changed = config.copy_and_resolve_references()
+    changed.train.batch_size = 8
+    if damage == "deleted":
+        os.remove(copy / "config.json")
+    else:
+        saved = json.loads((copy / "config.json").read_text())
+        saved["train"]["batch_size"] = 8
+        (copy / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"another configuration \(train.batch_size: 16 -> 8\)"):
+        pretrain(changed, str(copy))
+
+
 def test_export_still_works_after_a_refused_resume(trained, tmp_path):
     config, workdir = trained
     changed = config.copy_and_resolve_references()
