@@ -95,7 +95,7 @@ def _prepare_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare(argv: list[str]) -> dict:
-    from electra_jax.data.prepare import PrepareOptions, prepare
+    from electra_jax.data.prepare import PrepareOptions, padding_warning, prepare
     a = _prepare_parser().parse_args(argv)
     meta = prepare(PrepareOptions(
         inputs=a.input, tfds_name=a.tfds, tfds_split=a.tfds_split, tfds_data_dir=a.tfds_data_dir,
@@ -110,6 +110,9 @@ def cmd_prepare(argv: list[str]) -> dict:
         print(f"skipped {stats['invalid_utf8_lines']} lines that are not valid UTF-8: {stats['invalid_utf8_by_file']}")
     if stats["empty_files"]:
         print(f"files with no text: {stats['empty_files']}")
+    warning = padding_warning({**meta, "dir": os.path.abspath(a.output_dir)})
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return meta
 
 

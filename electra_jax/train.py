@@ -23,7 +23,7 @@ from electra_jax import config as config_lib, hf, sharding, warm_start, workdir 
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError, read_json_file
-from electra_jax.data.prepare import load_metadata
+from electra_jax.data.prepare import load_metadata, padding_warning
 from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.metrics_writer import MetricsWriter
 from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
@@ -174,6 +174,9 @@ class Trainer:
                             f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
 
         self.training = build_training(config, self.meta["vocab_size"], self.meta["special_ids"])
+        mostly_padding = padding_warning(self.meta)
+        if mostly_padding and jax.process_index() == 0:
+            logging.warning("%s", mostly_padding)
         not_convertible = hf.why_not_convertible(config.model.attention_bias)
         if not_convertible and jax.process_index() == 0:  # said now, not after hours of training
             logging.warning("this model will not convert to HuggingFace (`electra-jax convert to-hf`): %s",

@@ -227,3 +227,27 @@ def test_tasks_read_from_tfds(shared_data, pretrained_export, tmp_path, monkeypa
     count = {"sst2": lambda t: len(t.splitlines()) - 1, "ner": lambda t: len(t.strip().split("\n\n")),
              "squad": lambda t: len(json.loads(t))}[task](text)
     assert count == sizes[task]
+
+
+def test_fine_tuning_beyond_the_pretrained_length_warns_once(shared_data, pretrained_export, tmp_path, caplog):
+    """The export records the 64 tokens it was pretrained on; positions past them were never trained."""
+    from electra_jax.finetune.pretrained import pretrained_seq_length
+    assert pretrained_seq_length(str(pretrained_export)) == 64
+    config = finetune_config("sst2")
+    config.init, config.data.dir = str(pretrained_export), str(shared_data / "glue")
+    for length, warned in ((64, 0), (128, 1)):
+        config.max_seq_length = length
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            Finetuner(config, str(tmp_path / str(length)))
+        said = [r.message for r in caplog.records if "was pretrained on" in r.message]
+        assert len(said) == warned and all("max_seq_length=128 is beyond the 64 tokens" in m for m in said)
+
+
+def test_prepared_data_that_is_mostly_padding_is_reported(tmp_path, capsys):
+    from electra_jax import cli
+    (tmp_path / "short.txt").write_text("".join(f"Line {i} is short.\n\n" for i in range(300)))
+    assert cli.main(["prepare", "--input", str(tmp_path / "short.txt"), "--output_dir", str(tmp_path / "data"),
+                     "--vocab_size", "60", "--seq_length", "512"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "of every 512-token example is text" in line]
+    assert len(warning) == 1 and "prepare again with a smaller --seq_length" in warning[0]

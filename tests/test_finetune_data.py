@@ -168,3 +168,37 @@ def test_squad_without_a_dev_file_holds_out_whole_articles(shared_data):
     assert len(dev) == sum(e["article"] in dev_articles for e in everything)
     assert {e["context"] for e in dev}.isdisjoint({e["context"] for e in train})
     assert max(len(e["answers"]) for e in dev) > 1  # scoring keeps every gold answer
+
+
+def _task(name, **data):
+    from electra_jax.finetune.config import finetune_config
+    from electra_jax.finetune.tasks import get_task
+    c = finetune_config(name)
+    c.data.update(**data)
+    return get_task(c)
+
+
+def test_a_label_column_that_is_not_a_label_is_refused(shared_data, tmp_path):
+    """Free text in the label column (or the text column named as the label) would train an
+    N-way classifier on N rows; the rule: more distinct values than half the rows is text."""
+    from electra_jax.config import ConfigError
+    rows = [line.split("\t") for line in (shared_data / "glue" / "SST-2" / "dev.tsv").read_text().splitlines()[1:81]]
+    free_text = tmp_path / "free_text.tsv"
+    free_text.write_text("review\tlabel\n" + "".join(f"{s.strip()}\t{s.strip()[:30]}\n" for s, _ in rows))
+    with pytest.raises(DataError, match=r"column 'label' has \d+ distinct values in 80 rows, which looks like text"):
+        _task("text", train_file=str(free_text), text_columns=("review",)).read("train")
+    with pytest.raises(ConfigError, match="data.label_column='review' is also one of data.text_columns"):
+        _task("text", train_file=str(free_text), text_columns=("review",), label_column="review").read("train")
+    real = tmp_path / "real.tsv"
+    real.write_text("review\tlabel\n" + "".join(f"{s.strip()}\t{y}\n" for s, y in rows))
+    assert len(_task("text", train_file=str(real), text_columns=("review",)).read("train")) == 72  # 10% held out
+
+
+def test_a_dev_tag_never_seen_in_training_is_refused(tmp_path):
+    """The rule of every task kind: a dev label the model cannot predict stops the run, naming it."""
+    (tmp_path / "train.txt").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n")
+    (tmp_path / "dev.txt").write_text("Paris NNP B-NP B-LOC\nsleeps VBZ B-VP O\n")
+    task = _task("ner", train_file=str(tmp_path / "train.txt"), dev_file=str(tmp_path / "dev.txt"))
+    assert len(task.read("train")) == 2
+    with pytest.raises(DataError, match=r"dev data has tags \['B-LOC'\] outside the label set"):
+        task.read("dev")

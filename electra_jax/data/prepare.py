@@ -264,6 +264,24 @@ def load_metadata(data_dir: str) -> dict:
     return meta
 
 
+LOW_REAL_TOKEN_SHARE = 0.1  # below it, most of every batch is padding: the sequence length is far too long
+
+
+def real_token_share(meta: dict) -> float:
+    """The share of the prepared examples' slots that hold tokens rather than padding."""
+    examples = meta["train"]["examples"] + meta["eval"]["examples"]
+    return meta["tokens"] / max(1, examples * meta["seq_length"])
+
+
+def padding_warning(meta: dict) -> str | None:
+    """One line when the prepared data is mostly padding, else None."""
+    share = real_token_share(meta)
+    if share >= LOW_REAL_TOKEN_SHARE:
+        return None
+    return (f"{meta['dir']}: only {share:.1%} of every {meta['seq_length']}-token example is text, the rest padding "
+            f"(the documents are far shorter); prepare again with a smaller --seq_length")
+
+
 def load_data_tokenizer(meta: dict) -> BaseTokenizer:
     """The tokenizer a prepared dataset was made with."""
     return load_tokenizer(os.path.join(meta["dir"], meta["tokenizer"]), meta.get("tokenizer_lowercase"))

@@ -21,6 +21,20 @@ from electra_jax.model import model_configs
 PREFERRED_PARTS = ("discriminator", "encoder")  # ELECTRA's discriminator, or the masked-LM baseline's encoder
 
 
+def pretrained_seq_length(path: str) -> int | None:
+    """The sequence length an export or a pretraining workdir was pretrained at (None when unknown:
+    HuggingFace directories and prepared data do not say). Positions past it were never trained."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return None
+    info = read_json_file(config_file)
+    if info.get("format") == EXPORT_FORMAT:
+        return info.get("seq_length")
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return info.get("data", {}).get("seq_length")
+    return None
+
+
 def load_encoder(path: str, scratch_size: str = "tiny"):
     """(ModelConfig, {"embeddings", "encoder"} params as numpy, tokenizer, description). From
     prepared data, params is None and the ModelConfig is the `scratch_size` encoder's."""

@@ -32,7 +32,7 @@ from electra_jax.data.corpus import DataError
 from electra_jax.finetune import config as config_lib
 from electra_jax.finetune.features import IGNORE
 from electra_jax.finetune.model import FinetuneModel
-from electra_jax.finetune.pretrained import load_encoder
+from electra_jax.finetune.pretrained import load_encoder, pretrained_seq_length
 from electra_jax.finetune.tasks import get_task
 from electra_jax.optim import layerwise_lr_decay, learning_rate_schedule, make_optimizer
 from electra_jax.progress import StepBar
@@ -153,6 +153,11 @@ class Finetuner:
         self.task = get_task(config)
         self.encoder_cfg, self.pretrained, self.tokenizer, self.source = load_encoder(config.init, config.model.size)
         self.from_scratch = config.from_scratch or self.pretrained is None  # prepared data has no weights
+        pretrained_length = None if self.from_scratch else pretrained_seq_length(config.init)
+        if pretrained_length and config.max_seq_length > pretrained_length and jax.process_index() == 0:
+            logging.warning("max_seq_length=%d is beyond the %d tokens %s was pretrained on: its position "
+                            "embeddings past %d were never trained; fine-tuning trains them from their start",
+                            config.max_seq_length, pretrained_length, config.init, pretrained_length)
         m = config.model
         self.encoder_cfg = self.encoder_cfg.replace(dropout_rate=m.dropout_rate,
                                                     attention_dropout_rate=m.attention_dropout_rate, dtype=m.dtype)

@@ -116,12 +116,19 @@ class ClassificationTask(Task):
         if not file:
             raise ConfigError("data.train_file is empty: name the CSV/TSV/JSONL file to train on")
         text_columns = (d.text_columns,) if isinstance(d.text_columns, str) else tuple(d.text_columns)
+        if d.label_column in text_columns:
+            raise ConfigError(f"data.label_column={d.label_column!r} is also one of data.text_columns={list(text_columns)}: "
+                              f"the label cannot be the text")
         rows = readers.read_table(file, text_columns, d.label_column, labels=self.labels or readers.ANY_LABEL,
                                   require_label=split != "test")
         if self.labels is None:  # discover the label set from the training file, sorted
             if split != "train":
                 raise ConfigError("data.labels is empty; read the training file first")
             self.labels = tuple(sorted({r["label"] for r in rows}, key=_label_order))
+            if len(self.labels) > MAX_LABEL_SHARE * len(rows) and len(self.labels) > MIN_LABELS_CHECKED:
+                raise DataError(f"{file}: column {d.label_column!r} has {len(self.labels)} distinct values in {len(rows)} "
+                                f"rows, which looks like text, not labels (a label repeats across rows); set "
+                                f"data.label_column, or list the classes in data.labels")
             if len(self.labels) < 2:
                 raise DataError(f"{file}: every row has the label {self.labels}; a classifier needs at least two "
                                 f"(check data.label_column={d.label_column!r})")
@@ -161,6 +168,10 @@ class ClassificationTask(Task):
                 gold = f"\t{ex['label']}" if split != "test" else ""
                 f.write(f"{ex['index']}\t{value}{gold}\n")
         return path
+
+
+# A label column whose distinct values exceed this share of the rows (and this count) holds text.
+MAX_LABEL_SHARE, MIN_LABELS_CHECKED = 0.5, 10
 
 
 def _label_order(label: str):
@@ -207,8 +218,9 @@ class TaggingTask(Task):
             tags = sorted({t for s in sentences for t in s["tags"]} - {"O"}, key=lambda t: (t[2:], t))
             self.labels = ("O",) + tuple(tags)
         unknown = {t for s in sentences for t in s["tags"]} - set(self.labels)
-        if unknown and split == "train":
-            raise DataError(f"{split} data has tags {sorted(unknown)} outside data.labels={list(self.labels)}")
+        if unknown:  # the rule of every task kind: a label the model cannot predict is refused, not scored
+            raise DataError(f"{split} data has tags {sorted(unknown)} outside the label set {list(self.labels)} "
+                            f"(data.labels, or the training file's tags); fix the file or add them to data.labels")
         return self._limit(sentences, split)
 
     def featurize(self, examples, tokenizer, split):
