@@ -395,8 +395,10 @@ def cmd_study(argv: list[str]) -> dict:
     from electra_jax.study import run_study
     result = run_study(fv.config, fv.workdir)
     print("\n" + result["table"])
-    print(f"\ntable: {result['workdir']}/study.md, plot: {result['workdir']}/study.png, "
-          f"every score: {result['workdir']}/results.json")
+    written = {"study.md": "tables", "zero_shot.md": "BLiMP and few-label tables", "study_summary.json": "summary",
+               "blimp.png": "BLiMP plot", "study.png": "GLUE plot", "results.json": "every score"}
+    print("\n" + ", ".join(f"{what}: {result['workdir']}/{name}" for name, what in written.items()
+                           if os.path.exists(os.path.join(result["workdir"], name))))
     return result
 
 

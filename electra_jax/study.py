@@ -1,8 +1,9 @@
 """The compute-matched study (paper Table 1 / Figure 4 at small scale): ELECTRA against masked-LM
-pretraining of the same encoder for the same pretraining FLOPs, each checkpoint fine-tuned on
-GLUE tasks with several seeds.
+pretraining of the same encoder for the same pretraining FLOPs, each budget's checkpoint scored
+zero-shot on grammatical minimal pairs (BLiMP), fine-tuned with few labels, probed frozen, and
+(optionally) fine-tuned on GLUE tasks with several seeds.
 
-    electra-jax study --config configs/study/small_cpu.py --workdir W
+    electra-jax study --config configs/study/blimp_cpu.py --workdir W
 
 W/data/                prepared corpus (shared by both objectives: same tokenizer, same data order)
 W/pretrain/OBJECTIVE/  the two pretraining runs (checkpoints at every budget)
@@ -10,7 +11,12 @@ W/finetune/OBJECTIVE/STEP/TASK/   fine-tuning runs (summary.json per task); W/fi
                        the same encoder with random weights, the no-pretraining baseline
 W/exports/OBJECTIVE/STEP/         each budget's checkpoint, exported (the start of its fine-tuning)
 W/results.json         every score and the frozen-feature probes (electra_jax/probe.py); W/study.md the
-                       tables; W/study.png score against FLOPs
+                       tables; W/study.png GLUE score against FLOPs
+W/random_exports/OBJECTIVE/SEED/  random-weight networks of each objective (the zero-shot baselines)
+W/fewshot/OBJECTIVE/STEP/N/       few-label fine-tuning runs
+W/study_summary.json   per objective and budget: FLOPs, BLiMP (test paradigms) with its interval and
+                       scorer, few-label scores, ELECTRA minus masked LM; W/zero_shot.md its tables;
+                       W/blimp.png BLiMP against FLOPs
 
 Every stage is skipped when its output exists, so an interrupted study resumes where it stopped.
 """
