@@ -233,8 +233,10 @@ def test_fine_tuning_beyond_the_pretrained_length_warns_once(shared_data, pretra
     """The export records the 64 tokens it was pretrained on; positions past them were never trained."""
     from electra_jax.finetune.pretrained import pretrained_seq_length
     assert pretrained_seq_length(str(pretrained_export)) == 64
-    config = finetune_config("sst2")
-    config.init, config.data.dir = str(pretrained_export), str(shared_data / "glue")
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n" + "".join(f"sentence number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    config = finetune_config("text")
+    config.init, config.data.train_file = str(pretrained_export), str(labelled)
     for length, warned in ((64, 0), (128, 1)):
         config.max_seq_length = length
         caplog.clear()

@@ -38,9 +38,22 @@ def test_equal_flops_give_masked_lm_more_steps(shared_data):
     assert electra.train.num_steps * electra_flops == pytest.approx(mlm.train.num_steps * mlm_flops, rel=0.05)
 
 
-def test_study_smoke_run(shared_data, tmp_path):
+@pytest.fixture(scope="module")
+def study_run(shared_data, tmp_path_factory):
+    """One study at seconds' scale with every stage on: GLUE fine-tuning, the probe, BLiMP with
+    every scorer at every budget, random weights, n-gram yardsticks, few-label fine-tuning."""
     c = smoke_config(shared_data)
-    result = run_study(c, str(tmp_path))
+    zero_shot_stages = runpy.run_path("configs/study/blimp_cpu.py")["get_config"]()
+    c.minimal_pairs = zero_shot_stages.minimal_pairs
+    c.fewshot = zero_shot_stages.fewshot
+    c.minimal_pairs.update(data=str(shared_data / "blimp"), max_pairs=4, random_seeds=(0,), ngram_orders=(1, 2))
+    c.fewshot.update(sizes=(24, 48), epochs=(2, 1), seeds=2)
+    workdir = tmp_path_factory.mktemp("study")
+    return c, run_study(c, str(workdir)), workdir
+
+
+def test_study_smoke_run(study_run):
+    c, result, tmp_path = study_run
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert len(runs) == 2 * 2 * 1 + 1  # objectives x budgets x tasks, and the no-pretraining baseline
     assert {r["objective"] for r in runs.values()} == {"electra", "mlm", "scratch"}
@@ -144,40 +157,25 @@ def test_search_smoke_run(shared_data, tmp_path):
     assert (again["table"], again["trajectories"]) == (result["table"], result["trajectories"])
 
 
-def blimp_smoke_config(shared_data):
-    c = runpy.run_path("configs/study/blimp_cpu.py")["get_config"]()
-    books = shared_data / "pretrain" / "gutenberg_nltk_tokenized"
-    c.corpus = (str(books / "carroll-alice.txt"), str(books / "blake-poems.txt"))
-    c.glue_dir = str(shared_data / "glue")
-    c.vocab_size, c.seq_length = 600, 32
-    c.model.update(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, embedding_size=32)
-    c.train.update(batch_size=16, log_every=2)
-    c.pretrain_flops = 6e9
-    c.budgets, c.probe_task = 2, ""
-    c.minimal_pairs.update(data=str(shared_data / "blimp"), max_pairs=4, random_seeds=(0,), ngram_orders=(1, 2))
-    c.fewshot.update(sizes=(24, 48), epochs=(2, 1), seeds=2)
-    return c
-
-
-def test_blimp_study_smoke_run(shared_data, tmp_path):
-    """The zero-shot study end to end at seconds' scale: every encoder and scorer at every budget,
-    random weights, the n-gram yardsticks, few-label fine-tuning, the summary's layout."""
-    c = blimp_smoke_config(shared_data)
-    result = run_study(c, str(tmp_path))
+def test_zero_shot_and_few_label_outputs(study_run):
+    """The summary's layout: BLiMP at every budget with both ELECTRA scorers, the paired interval,
+    random weights, the n-gram yardsticks, few-label scores at the last budget; dev and test apart."""
+    c, result, tmp_path = study_run
     summary = json.loads((tmp_path / "study_summary.json").read_text())
     vocab = json.loads((tmp_path / "data" / "metadata.json").read_text())["vocab_size"]
-    assert [r["step"] for r in summary["electra"]] == steps_of(c, "electra", vocab)
-    assert [r["step"] for r in summary["mlm"]] == steps_of(c, "mlm", vocab)
+    for objective in ("electra", "mlm"):
+        config, step_flops = pretrain_config(c, objective, "/unused", vocab)
+        assert [r["step"] for r in summary[objective]] == budget_steps(config)
+        assert [r["flops"] for r in summary[objective]] == [pytest.approx(r["step"] * step_flops)
+                                                            for r in summary[objective]]
     for row in summary["electra"] + summary["mlm"]:
         assert 0 <= row["blimp"] <= 100 and row["blimp_ci"][0] <= row["blimp"] <= row["blimp_ci"][1]
-        assert row["flops"] == pytest.approx(row["step"] * row["flops"] / row["step"]) and row["flops"] > 0
     assert summary["electra"][-1]["blimp_scorer"] in ("discriminator", "pll") and summary["mlm"][-1]["blimp_scorer"] == "pll"
     assert set(summary["electra"][0]["blimp_by_scorer"]) == {"discriminator", "pll"}
     for row in summary["electra"]:  # the paired interval holds the plain difference
         low, high = row["blimp_minus_mlm_ci"]
         assert low <= row["blimp_minus_mlm"] <= high
-    last = summary["electra"][-1], summary["mlm"][-1], summary["random"][0]
-    for row in last:
+    for row in (summary["electra"][-1], summary["mlm"][-1], summary["random"][0]):
         for size in (24, 48):
             mean, std = row[f"fewshot_{size}"]
             assert 0 <= mean <= 100 and std >= 0
@@ -186,7 +184,7 @@ def test_blimp_study_smoke_run(shared_data, tmp_path):
     assert summary["evaluation"] == dict(split="test", paradigms=50, pairs=200, max_pairs_per_paradigm=4)
     results = json.loads((tmp_path / "results.json").read_text())
     dev = [k for k in results["blimp"] if k.endswith("/dev")]
-    assert all(len(results["blimp"][k]["paradigms"]) == 17 for k in dev)  # dev and test never mix
-    assert "| electra |" in result["table"] and "BLiMP field" in result["table"]
+    assert dev and all(len(results["blimp"][k]["paradigms"]) == 17 for k in dev)  # dev and test never mix
+    tables = (tmp_path / "zero_shot.md").read_text()
+    assert "| electra |" in tables and "| random |" in tables and "BLiMP field" in tables
     assert (tmp_path / "blimp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert run_study(c, str(tmp_path))["table"] == result["table"]  # resumed: nothing is redone
