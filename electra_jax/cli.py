@@ -134,7 +134,7 @@ def _parse_flags(fv, argv: list[str]) -> None:
     repeated = sorted({f for f in fields if fields.count(f) > 1})
     if repeated:
         raise SystemExit(f"{argv[0]}: {repeated[0]} is given {fields.count(repeated[0])} times; give each config field "
-                         f"once (a tuple takes all its values at once, e.g. {repeated[0]}=a,b)")
+                         f"once (a tuple field takes all its values in one flag: {repeated[0]}=a,b)")
     try:
         fv(argv)
     except flags.Error as e:

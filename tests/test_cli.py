@@ -1,4 +1,5 @@
 """The `electra-jax` command end to end, as a user runs it, in a temporary directory."""
+import json
 import os
 import platform
 import subprocess
@@ -37,7 +38,6 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
     r = run("export", "--workdir", "run", "--out", "exported", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "exported step 4 (discriminator, generator)" in r.stdout
-    import json
     info = json.loads((tmp_path / "exported" / "config.json").read_text())
     assert info["networks"]["discriminator"]["vocab_size"] == 400 and info["networks"]["discriminator"]["hidden_size"] == 64
     assert (tmp_path / "exported" / "tokenizer.model").exists()
@@ -54,10 +54,17 @@ def test_prepare_then_pretrain(shared_data, tmp_path):
     generator = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "hf" / "generator")
     assert generator.config.num_hidden_layers == 1 and generator.config.hidden_size == 16
     assert transformers.ElectraForPreTraining.from_pretrained(tmp_path / "hf" / "discriminator").config.num_hidden_layers == 1
+    # transformers detects replaced tokens with the converted networks (tools/hf_detection_check.py)
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "hf_detection_check.py"), "--run", "run", "--hf", "hf",
+                        "--passes", "2", "--json", "check.json"], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    check = json.loads((tmp_path / "check.json").read_text())
+    assert 0 <= check["transformers_auc"] <= 1 and check["seq_length"] == 32 and check["tokens"] > 0
 
     # a model transformers cannot hold says so when its pretraining starts
     r = run("pretrain", "--config", str(REPO / "configs" / "electra_tiny.py"), "--workdir", "run_alibi",
-            "--config.data.dir=data", "--config.model.attention_bias=alibi", *TINY, "--config.train.num_steps=2",
+            "--config.data.dir=data", "--config.model.attention_bias=alibi", *TINY,
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     warned = [line for line in r.stderr.splitlines() if "will not convert to HuggingFace" in line]
