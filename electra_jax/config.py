@@ -157,6 +157,7 @@ def default_config(size: str = "small", recipe: str = "reference") -> ml_collect
         adam_b1=0.9,
         adam_b2=0.999,
         adam_eps=1e-6,
+        optimizer="adamw",  # "adamw" (the reference) or "lamb": AdamW with a per-tensor trust ratio (large batches)
         bias_correction=False,  # the reference's Adam has none
         # ELECTRA: the generator's learning rate as a multiple of learning_rate (a per-network rate;
         # shared embeddings follow the discriminator's). 1: the reference, one rate for both.
@@ -278,6 +279,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
     need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
+    need(t.get("optimizer", "adamw") in ("adamw", "lamb"),
+         f"train.optimizer={t.get('optimizer')!r}: choose 'adamw' or 'lamb'")
     need(t.schedule in ("reference", "warmup_linear"),
          f"train.schedule={t.schedule!r}: choose 'reference' or 'warmup_linear'")
     need(t.nonfinite in ("skip", "stop"), f"train.nonfinite={t.nonfinite!r}: choose 'skip' or 'stop'")

@@ -91,17 +91,25 @@ def scale_generator_updates(scale: float) -> optax.GradientTransformation:
 
 def make_optimizer(train_cfg, schedule: optax.Schedule | None = None,
                    extra: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
-    """Clipping, Adam, weight decay, the learning rate, then `extra` (e.g. layerwise_lr_decay)."""
+    """Clipping, Adam, weight decay, LAMB's trust ratio (train.optimizer="lamb"), the learning
+    rate, then `extra` (e.g. layerwise_lr_decay)."""
     t = train_cfg
     schedule = schedule or learning_rate_schedule(t)
     if t.bias_correction:
         adam = optax.scale_by_adam(t.adam_b1, t.adam_b2, t.adam_eps)
     else:
         adam = scale_by_adam_without_bias_correction(t.adam_b1, t.adam_b2, t.adam_eps)
+    mask = lambda p: decay_mask(p, t.decay_norm_and_bias)
+    # LAMB (You et al., 2020): each tensor's Adam update (with weight decay) is rescaled by
+    # ||parameter|| / ||update||, except for the tensors the decay mask leaves out (LayerNorm and
+    # biases), as BERT's LAMB excludes them from layer adaptation
+    trust_ratio = optax.masked(optax.scale_by_trust_ratio(), mask) if t.get("optimizer", "adamw") == "lamb" \
+        else optax.identity()
     return optax.chain(
         optax.clip_by_global_norm(t.grad_clip_norm) if t.grad_clip_norm else optax.identity(),
         adam,
-        optax.add_decayed_weights(t.weight_decay, mask=lambda p: decay_mask(p, t.decay_norm_and_bias)),
+        optax.add_decayed_weights(t.weight_decay, mask=mask),
+        trust_ratio,
         optax.scale_by_learning_rate(schedule),
         extra or optax.identity(),
     )

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from electra_jax.config import default_config
+from electra_jax.config import ConfigError, default_config, validate
 from electra_jax.optim import decay_mask, learning_rate_schedule, make_optimizer, scale_generator_updates
 
 
@@ -81,3 +81,31 @@ def test_generator_learning_rate_scale_touches_only_the_generators_own_parameter
     for name, update in updates.items():
         scale = 0.25 if name.startswith("generator") else 1.0  # shared embeddings: the discriminator's rate
         np.testing.assert_allclose(update["kernel"], -0.1 * scale * np.sign([0.5, -2.0]), rtol=1e-3, err_msg=name)
+
+
+def test_lamb_scales_each_decayed_tensor_by_its_trust_ratio_and_leaves_the_rest_adamw():
+    """One step against numpy: the Adam update plus weight decay, times ||param|| / ||update|| per
+    tensor (each kernel its own ratio), except LayerNorm and biases (the decay mask's exclusions)."""
+    params = {"layer_0": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.3, -0.1])},
+              "layer_1": {"kernel": jnp.array([[0.1, 0.2], [-0.3, 0.05]])},
+              "LayerNorm": {"scale": jnp.array([1.0, 2.0])}}
+    grads = jax.tree.map(lambda p: jnp.cos(p * 3.0) * 0.5, params)
+    cfg = dict(optimizer="lamb", bias_correction=True, warmup_steps=0, weight_decay=0.1)
+    lamb, adamw = (make_optimizer(train_cfg(**{**cfg, "optimizer": o})) for o in ("lamb", "adamw"))
+    lamb_updates, _ = lamb.update(grads, lamb.init(params), params)
+    adamw_updates, _ = adamw.update(grads, adamw.init(params), params)
+    lr = 0.1  # step 0 of a schedule without warmup
+    for name, leaf in (("layer_0", "kernel"), ("layer_1", "kernel")):
+        p, g = np.asarray(params[name][leaf]), np.asarray(grads[name][leaf])
+        adam = g / (np.abs(g) + 1e-6) + 0.1 * p  # Adam's first bias-corrected step: m / sqrt(v) = sign(g)
+        expected = -lr * adam * np.linalg.norm(p) / np.linalg.norm(adam)
+        np.testing.assert_allclose(lamb_updates[name][leaf], expected, rtol=1e-5)
+    ratios = [float(jnp.linalg.norm(lamb_updates[n]["kernel"]) / jnp.linalg.norm(adamw_updates[n]["kernel"]))
+              for n in ("layer_0", "layer_1")]
+    assert abs(ratios[0] - ratios[1]) > 0.5  # per tensor, not one global ratio
+    np.testing.assert_allclose(lamb_updates["layer_0"]["bias"], adamw_updates["layer_0"]["bias"], rtol=1e-6)
+    np.testing.assert_allclose(lamb_updates["LayerNorm"]["scale"], adamw_updates["LayerNorm"]["scale"], rtol=1e-6)
+    c = default_config("tiny")
+    c.data.dir, c.train.optimizer = "/d", "sgd"
+    with pytest.raises(ConfigError, match="train.optimizer='sgd': choose 'adamw' or 'lamb'"):
+        validate(c)
