@@ -1,9 +1,11 @@
-"""The bigram yardstick for replaced-token detection (electra_jax/ngram_baseline.py)."""
+"""The n-gram yardsticks (electra_jax/ngram_baseline.py): bigram replaced-token detection, the n-gram LM."""
+import collections
+
 import numpy as np
 import pytest
 
 from electra_jax.data.prepare import load_metadata
-from electra_jax.ngram_baseline import BigramCounts, bigram_detector_auc, main, split_ids
+from electra_jax.ngram_baseline import BigramCounts, NgramLM, bigram_detector_auc, main, split_ids
 
 SPECIAL = (0, 1, 2, 3, 4)
 
@@ -48,3 +50,22 @@ def test_a_replace_share_outside_0_1_is_refused(prepared, capsys):
     with pytest.raises(SystemExit):
         main([prepared["dir"], "--replace_prob", "1.5"])
     assert "--replace_prob=1.5 must lie in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_ngram_lm_matches_counting_by_hand(order):
+    """Add-k n-gram log-probabilities against a direct count; n-grams touching padding not counted."""
+    rng = np.random.default_rng(order)
+    ids = rng.integers(1, 7, size=(40, 12))
+    ids[:, -3:] = 0  # padding
+    vocab, k = 7, 0.1
+    lm = NgramLM(ids, vocab, pad_id=0, order=order, smoothing=k)
+    grams = collections.Counter(tuple(row[i:i + order]) for row in ids for i in range(len(row) - order + 1)
+                                if 0 not in row[i:i + order])
+    contexts = collections.Counter()
+    for gram, n in grams.items():
+        contexts[gram[:-1]] += n
+    row = [3, 1, 4, 1, 5, 2, 6]
+    expected = sum(np.log((grams[tuple(row[i:i + order])] + k) / (contexts[tuple(row[i:i + order - 1])] + k * vocab))
+                   for i in range(len(row) - order + 1))
+    assert lm.log_prob([row])[0] == pytest.approx(expected, rel=1e-12)
