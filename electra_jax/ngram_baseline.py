@@ -15,15 +15,14 @@ import argparse
 
 import numpy as np
 
-from electra_jax.data.pipeline import array_record_source, decode_records
+from electra_jax.data.pipeline import read_split
 from electra_jax.data.prepare import load_metadata
 from electra_jax.objective import roc_auc
 
 
 def split_ids(meta: dict, split: str) -> np.ndarray:
     """Every example of a prepared split as token ids [N, seq_length] (padding included)."""
-    source = array_record_source(meta, split)
-    return decode_records([source[i] for i in range(len(source))], meta["seq_length"])["input_ids"]
+    return read_split(meta, split)["input_ids"]
 
 
 class BigramCounts:

@@ -17,7 +17,7 @@ def read_examples(meta, split="train"):
     out = []
     for f in meta[split]["files"]:
         reader = ArrayRecordReader(os.path.join(meta["dir"], f))
-        batch = pipeline.decode_records(reader.read_all(), meta["seq_length"])
+        batch = pipeline.decode_records(reader.read_all(), meta["seq_length"], pipeline.records_dtype_of(meta))
         out += [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_ids"]))]
         reader.close()
     return out
@@ -27,6 +27,7 @@ def test_prepare_real_text(prepared):
     meta = prepared
     assert meta["vocab_size"] == 1000 and meta["seq_length"] == 64
     assert meta["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+    assert meta["record_dtype"] == "uint16"  # a vocabulary of 1000: two bytes a token
     assert meta["train"]["examples"] > 1000 and meta["eval"]["examples"] > 20
     examples = read_examples(meta)
     assert len(examples) == meta["train"]["examples"]
@@ -63,14 +64,18 @@ def test_build_example_splits_segments_as_the_reference():
     assert len(first) == 62 and second == []
 
 
-def test_record_round_trip():
-    records = [pipeline.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3),
-               pipeline.encode_record([4] * 20, [], cls_id=2, sep_id=3)]  # longer than the row: cut
-    ex = pipeline.decode_records(records, 12)
+@pytest.mark.parametrize("dtype", ["int32", "uint16"])
+def test_record_round_trip(dtype):
+    records = [pipeline.encode_record([5, 6, 7], [8, 9], cls_id=2, sep_id=3, dtype=dtype),
+               pipeline.encode_record([4] * 20, [], cls_id=2, sep_id=3, dtype=dtype)]  # longer than the row: cut
+    assert len(records[0]) == 9 * np.dtype(dtype).itemsize
+    ex = pipeline.decode_records(records, 12, dtype)
     np.testing.assert_array_equal(ex["input_ids"], [[2, 5, 6, 7, 3, 8, 9, 3, 0, 0, 0, 0], [2] + [4] * 11])
     np.testing.assert_array_equal(ex["attention_mask"], [[1] * 8 + [0] * 4, [1] * 12])
     np.testing.assert_array_equal(ex["token_type_ids"], [[0] * 5 + [1] * 3 + [0] * 4, [0] * 12])
     assert {v.dtype for v in ex.values()} == {np.dtype(np.int32)}
+    assert pipeline.record_dtype(65536, 512) == "uint16" and pipeline.record_dtype(65537, 512) == "int32"
+    assert pipeline.records_dtype_of({}) == "int32"  # data prepared before the field existed
 
 
 def _opts(tmp_path, inputs, **kw):

@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from electra_jax.config import max_predictions
 from electra_jax.data.prepare import load_metadata
 from electra_jax.metrics_writer import read_metrics
-from electra_jax.data.pipeline import array_record_source, decode_records
+from electra_jax.data.pipeline import read_split
 from electra_jax.train import load_run_config
 
 
@@ -66,8 +66,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     config = load_run_config(a.run)
     meta = load_metadata(config.data.dir)
-    source = array_record_source(meta, "eval")
-    batch = decode_records([source[i] for i in range(len(source))], meta["seq_length"])
+    batch = read_split(meta, "eval")
     real = batch["attention_mask"].astype(bool)
     generator = transformers.ElectraForMaskedLM.from_pretrained(os.path.join(a.hf, "generator")).eval()
     discriminator = transformers.ElectraForPreTraining.from_pretrained(os.path.join(a.hf, "discriminator")).eval()

@@ -15,13 +15,24 @@ import numpy as np
 from electra_jax.data.corpus import DataError
 
 
-def encode_record(first: list[int], second: list[int], cls_id: int, sep_id: int) -> bytes:
-    """int32 record: [length of segment A incl. [CLS] and its [SEP], token ids...]."""
+def record_dtype(vocab_size: int, seq_length: int) -> str:
+    """The narrowest integer type that holds every value of a record (token ids and the segment
+    length): uint16 for vocabularies up to 65,536, half the bytes of int32."""
+    return "uint16" if max(vocab_size, seq_length + 1) <= np.iinfo(np.uint16).max + 1 else "int32"
+
+
+def records_dtype_of(meta: dict) -> str:
+    """The record type of prepared data (data prepared before the field existed is int32)."""
+    return meta.get("record_dtype", "int32")
+
+
+def encode_record(first: list[int], second: list[int], cls_id: int, sep_id: int, dtype: str = "int32") -> bytes:
+    """Record: [length of segment A incl. [CLS] and its [SEP], token ids...] as `dtype`."""
     tokens = [cls_id] + first + [sep_id] + (second + [sep_id] if second else [])
-    return np.asarray([len(first) + 2] + tokens, dtype=np.int32).tobytes()
+    return np.asarray([len(first) + 2] + tokens, dtype=dtype).tobytes()
 
 
-def decode_records(records, seq_length: int) -> dict:
+def decode_records(records, seq_length: int, dtype: str = "int32") -> dict:
     """Records -> padded input_ids, attention_mask, token_type_ids (int32, [len(records), seq_length]).
 
     One batch at a time, in a handful of array operations: decoding each record on its own cost the
@@ -29,7 +40,7 @@ def decode_records(records, seq_length: int) -> dict:
     rows = np.zeros((len(records), seq_length + 1), np.int32)  # column 0: the length of segment A
     lengths = np.empty(len(records), np.int64)
     for i, record in enumerate(records):
-        data = np.frombuffer(record, dtype=np.int32)[:seq_length + 1]
+        data = np.frombuffer(record, dtype=dtype)[:seq_length + 1]
         rows[i, :len(data)] = data
         lengths[i] = len(data) - 1
     positions = np.arange(seq_length)
@@ -59,6 +70,12 @@ def array_record_source(meta: dict, split: str) -> grain.sources.ArrayRecordData
     return source
 
 
+def read_split(meta: dict, split: str) -> dict:
+    """Every example of a prepared split, decoded ([N, seq_length] arrays): for tools and evaluations."""
+    source = array_record_source(meta, split)
+    return decode_records([source[i] for i in range(len(source))], meta["seq_length"], records_dtype_of(meta))
+
+
 def check_shards(meta: dict) -> None:
     """Open every split with examples (before a run compiles anything)."""
     for split in ("train", "eval"):
@@ -76,7 +93,8 @@ def make_dataset(meta: dict, split: str, *, local_batch_size: int, seed: int, sh
     if repeat:
         ds = ds.repeat(None)
     ds = ds.batch(local_batch_size, drop_remainder=True,
-                  batch_fn=functools.partial(decode_records, seq_length=meta["seq_length"]))
+                  batch_fn=functools.partial(decode_records, seq_length=meta["seq_length"],
+                                             dtype=records_dtype_of(meta)))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
     if worker_count > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

@@ -77,7 +77,7 @@ def _init_worker(tokenizer_path: str, lowercase: bool | None) -> None:
 
 def _pack_chunk(task) -> tuple[list[bytes], list[bytes], int]:
     """Tokenize and pack one chunk of documents; deterministic in (seed, chunk index)."""
-    index, docs, seq_length, eval_fraction, seed = task
+    index, docs, seq_length, eval_fraction, seed, dtype = task
     tok = _worker_tokenizer
     digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "little"))
@@ -90,7 +90,7 @@ def _pack_chunk(task) -> tuple[list[bytes], list[bytes], int]:
         for first, second in packer.pack(ids):
             # Held out per example, not per document: a corpus may be a few huge documents.
             target = held_out if rng.random() < eval_fraction else train
-            target.append(pipeline.encode_record(first, second, cls_id, sep_id))
+            target.append(pipeline.encode_record(first, second, cls_id, sep_id, dtype))
             tokens += len(first) + len(second)
     return train, held_out, tokens
 
@@ -212,7 +212,8 @@ def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
             raise errors[0]
 
     stats = corpus.ReadStats()
-    tasks = ((i, chunk, opts.seq_length, opts.eval_fraction, opts.seed)
+    dtype = pipeline.record_dtype(tokenizer.vocab_size, opts.seq_length)
+    tasks = ((i, chunk, opts.seq_length, opts.eval_fraction, opts.seed, dtype)
              for i, chunk in enumerate(_chunks(_documents(opts, stats), opts.chunk_chars)))
     train = _ShardWriter(tmp, "train", opts.examples_per_shard)
     held_out = _ShardWriter(tmp, "eval", opts.examples_per_shard)
@@ -235,6 +236,7 @@ def _prepare_into(opts: PrepareOptions, tmp: str) -> dict:
         seq_length=opts.seq_length,
         vocab_size=tokenizer.vocab_size,
         special_ids=tokenizer.special_ids,
+        record_dtype=dtype,
         tokenizer=tokenizer.file_name,
         tokenizer_lowercase=lowercase,
         train=dict(examples=train.count, files=train.close()),
