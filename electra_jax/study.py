@@ -114,7 +114,10 @@ def check_study(study) -> None:
 
 
 def study_data(study, workdir: str) -> dict:
-    """The study's corpus, tokenized and packed once in WORKDIR/data; its metadata."""
+    """The study's corpus, tokenized and packed once in WORKDIR/data (or the data `prepared_data`
+    names, prepared elsewhere: a machine without the raw corpus); its metadata."""
+    if study.get("prepared_data"):
+        return load_metadata(study.prepared_data)
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "metadata.json")):
         prepare(PrepareOptions(inputs=list(study.corpus), output_dir=data_dir, vocab_size=study.vocab_size,

@@ -1,6 +1,7 @@
 """Launch scripts: the exact commands their --dry-run prints, and shellcheck."""
-import shlex
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,26 @@ def test_shellcheck():
     scripts = [str(p) for p in (REPO / "launch").iterdir() if p.suffix in (".sh", ".sbatch")]
     r = subprocess.run([SHELLCHECK, "-x", *scripts], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_study_on_device_runs_its_cpu_path_end_to_end(shared_data, tmp_path):
+    """The device study's script on this CPU: pack a few books, BLiMP and SST-2 (no wheels: the
+    packages are installed here), then the script with the config's cpu_smoke variant."""
+    pack = subprocess.run([sys.executable, str(REPO / "tools" / "pack_device_study.py"), "--out",
+                           str(tmp_path / "device_data"), "--shared", str(shared_data), "--corpus_mb", "0.7",
+                           "--vocab_size", "400", "--no_wheels"], capture_output=True, text=True, timeout=600)
+    assert pack.returncode == 0, pack.stderr[-3000:]
+    packed = json.loads((tmp_path / "device_data" / "pack.json").read_text())
+    assert packed["pairs"] == 67000 and packed["books"] >= 1 and packed["total_megabytes"] < 40
+    env = dict(os.environ, DEVICE_DATA=str(tmp_path / "device_data"), STUDY_VARIANT="cpu_smoke",
+               STUDY_WORKDIR=str(tmp_path / "work"), JAX_PLATFORMS="cpu")
+    r = subprocess.run(["bash", str(REPO / "launch" / "study_on_device.sh"), str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "study_summary.json").read_text())
+    assert {"electra", "mlm", "random", "ngram"} <= set(summary)
+    assert summary["evaluation"]["paradigms"] == 50 and summary["electra"][-1]["fewshot_24"] is not None
+    assert (tmp_path / "out" / "blimp.png").is_file()
+    missing = subprocess.run(["bash", str(REPO / "launch" / "study_on_device.sh"), str(tmp_path / "out2")],
+                             env=dict(env, DEVICE_DATA=str(tmp_path / "nowhere")), capture_output=True, text=True)
+    assert missing.returncode == 2 and "run 'python tools/pack_device_study.py" in missing.stderr
