@@ -1,12 +1,12 @@
 """Pack what `launch/study_on_device.sh` reads on a GPU host that has no network and no
 ../shared/data: the study's corpus prepared here (uint16 records), BLiMP with only the fields the
-evaluation reads, SST-2, and wheels of the pure-Python and small packages such a host lacks.
+evaluation reads (the pairs the config scores), SST-2, and wheels of the pure-Python and small packages such a host lacks.
 
-    python tools/pack_device_study.py --out device_data [--corpus_mb 38] [--no_wheels]
+    python tools/pack_device_study.py --out device_data [--corpus_mb 40] [--no_wheels]
 
 The corpus is the children's books of ../shared/data/pretrain/gutenberg_children in sorted file
-order, as many as fit `--corpus_mb` megabytes of raw text (the whole folder is 71 MB; what fits the
-40 MB the host may carry is documented in docs/study.md). Prepared with the GPU config's vocabulary
+order, as many as fit `--corpus_mb` megabytes of raw text (the whole folder is 71 MB; the tool refuses
+a pack over the 40 MB a device run carries). Prepared with the GPU config's vocabulary
 and sequence length. A research tool, not part of the package.
 """
 from __future__ import annotations
@@ -40,12 +40,13 @@ def books_within(folder: str, megabytes: float) -> list[str]:
     return chosen
 
 
-def write_blimp(source: str, out: str) -> int:
+def write_blimp(source: str, out: str, max_pairs: int | None) -> int:
+    """Each paradigm's first `max_pairs` pairs (the ones the study scores), with the fields read."""
     os.makedirs(out)
     pairs = 0
     for paradigm in read_minimal_pairs([source]):
         with open(os.path.join(out, f"{paradigm.name}.jsonl"), "w") as f:
-            for good, bad in zip(paradigm.good, paradigm.bad):
+            for good, bad in list(zip(paradigm.good, paradigm.bad))[:max_pairs]:
                 f.write(json.dumps(dict(sentence_good=good, sentence_bad=bad, field=paradigm.field,
                                         linguistics_term=paradigm.phenomenon)) + "\n")
                 pairs += 1
@@ -61,7 +62,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", required=True)
     p.add_argument("--shared", default=os.path.join(REPO, "..", "shared", "data"))
     p.add_argument("--config", default=os.path.join(REPO, "configs", "study", "blimp_gpu.py"))
-    p.add_argument("--corpus_mb", type=float, default=38.0, help="raw text of the books to prepare, in MB")
+    p.add_argument("--corpus_mb", type=float, default=40.0, help="raw text of the books to prepare, in MB")
     p.add_argument("--vocab_size", type=int, default=0, help="0: the config's")
     p.add_argument("--no_wheels", action="store_true", help="leave the wheels out (a host that has the packages)")
     a = p.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv=None) -> dict:
     meta = prepare(PrepareOptions(inputs=books, output_dir=os.path.join(a.out, "corpus"),
                                   vocab_size=a.vocab_size or study.vocab_size, seq_length=study.seq_length,
                                   eval_fraction=0.01))
-    pairs = write_blimp(os.path.join(a.shared, "blimp"), os.path.join(a.out, "blimp"))
+    pairs = write_blimp(os.path.join(a.shared, "blimp"), os.path.join(a.out, "blimp"), study.minimal_pairs.max_pairs)
     os.makedirs(os.path.join(a.out, "glue"))
     shutil.copytree(os.path.join(a.shared, "glue", "SST-2"), os.path.join(a.out, "glue", "SST-2"))
     if not a.no_wheels:
@@ -89,9 +90,10 @@ def main(argv=None) -> dict:
     with open(os.path.join(a.out, "pack.json"), "w") as f:
         json.dump(info, f, indent=2)
     print(json.dumps(info))
-    if total > LIMIT_MB:
-        raise SystemExit(f"{a.out} holds {total:.1f} MB, more than the {LIMIT_MB} MB a device run carries; "
-                         f"lower --corpus_mb")
+    if total > LIMIT_MB:  # this tool's own new folder: removed, so the same command can run again
+        shutil.rmtree(a.out)
+        raise SystemExit(f"the pack came to {total:.1f} MB ({sizes}), more than the {LIMIT_MB} MB a device run "
+                         f"carries; removed {a.out}: lower --corpus_mb")
     return info
 
 
