@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from electra_jax import inference
-from electra_jax.data.corpus import DataError, jsonl_records, strict_text_lines
+from electra_jax.data.corpus import JSONL_SUFFIXES, DataError, expand_inputs, jsonl_records, strict_text_lines
 from electra_jax.model import gather_positions
 
 SCORERS = ("auto", "discriminator", "pll")
@@ -67,19 +67,9 @@ def _read_alternating_pairs(path: str) -> Paradigm:
 
 def read_minimal_pairs(paths: list[str]) -> list[Paradigm]:
     """Paradigms from BLiMP's folder or files (.jsonl with sentence_good / sentence_bad) and plain
-    text files of alternating ungrammatical / grammatical lines; a folder gives its files in sorted order."""
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".jsonl", ".txt")))
-            if not found:
-                raise DataError(f"{path} holds no .jsonl or .txt files of minimal pairs")
-            files += found
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise DataError(f"minimal pairs {path} do not exist")
-    paradigms = [_read_jsonl_pairs(f) if f.endswith(".jsonl") else _read_alternating_pairs(f) for f in files]
+    text files of alternating ungrammatical / grammatical lines; folders and globs as `prepare` reads them."""
+    files = expand_inputs(paths)
+    paradigms = [_read_jsonl_pairs(f) if f.endswith(JSONL_SUFFIXES) else _read_alternating_pairs(f) for f in files]
     for p, f in zip(paradigms, files):
         if not p.good:
             raise DataError(f"{f} holds no minimal pairs")

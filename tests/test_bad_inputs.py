@@ -164,7 +164,7 @@ CASES = {  # name: (argv with {d} for the files' directory and {data} for good p
     "predict: a directory as --file": (["predict", "detect", "--ckpt", EXPORT, "--file", "{d}"], "is a directory"),
     "predict: an empty --file": (["predict", "detect", "--ckpt", EXPORT, "--file", ""], "--file is empty"),
     "eval: missing minimal pairs": (["eval", "minimal-pairs", "--ckpt", EXPORT, "--data", "{d}/no_pairs"],
-                                    "minimal pairs {d}/no_pairs do not exist"),
+                                    "input {d}/no_pairs does not exist"),
     "eval: an odd file of alternating pairs": (["eval", "minimal-pairs", "--ckpt", EXPORT, "--data", "{d}/good.txt"],
                                                "1 non-blank lines; a file of minimal pairs alternates"),
     "export: a workdir without checkpoints": (["export", "--workdir", "{d}/workdir", "--out", "{d}/exported"],

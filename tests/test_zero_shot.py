@@ -133,7 +133,7 @@ def test_both_layouts_give_the_same_pairs(shared_data, tmp_path):
     broken.write_text('{"sentence_good": "A cat sleeps."}\n')
     with pytest.raises(DataError, match="broken.jsonl:1: a minimal pair needs the fields sentence_good and sentence_bad"):
         zero_shot.read_minimal_pairs([str(broken)])
-    with pytest.raises(DataError, match="do not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         zero_shot.read_minimal_pairs([str(tmp_path / "missing")])
 
 
@@ -173,4 +173,4 @@ def test_eval_command_on_a_pretrained_export(pretrained_export, shared_data, tmp
     pll = cli.cmd_eval(args + ["--scorer", "pll"])  # the export's generator
     assert pll["scorer"] == "pll" and pll["pairs"] == 60
     assert cli.main(["eval", "minimal-pairs", "--ckpt", str(pretrained_export), "--data", str(tmp_path / "none")]) == 2
-    assert "minimal pairs" in capsys.readouterr().err
+    assert "none does not exist" in capsys.readouterr().err
