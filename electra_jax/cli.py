@@ -233,7 +233,8 @@ def _print_result(result: dict, config) -> None:
 def cmd_demo(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(prog="electra-jax demo", description="Pretrain a tiny ELECTRA on stdlib docstrings.")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--steps", type=int, default=1000)
+    # 1250 steps: the small-budget recipe's held-out AUC passes 0.80 with BERT's attention (docs/study.md)
+    p.add_argument("--steps", type=int, default=1250)
     p.add_argument("--vocab_size", type=int, default=4000)
     # 16-token examples: the discriminator learns from a token's neighbours sooner than at 32 or 128
     # (docs/study.md, "Shorter sequences"); every batch holds the same 4096 tokens
