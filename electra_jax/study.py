@@ -48,6 +48,12 @@ TASK_SCORE = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"
               "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
 
 
+def save_results(results: dict, path: str) -> None:
+    """Write a results file (search.json, results.json) after every finished stage: the resume point."""
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
 def recipe(study, objective: str) -> tuple:
     """The study config's overrides for one objective (its recipe); () in configs written before."""
     return tuple(study.get("recipe", {}).get(objective, ()))
@@ -168,16 +174,14 @@ def run_search(study, workdir: str) -> dict:
                              steps=config.train.num_steps, flops=config.train.num_steps * step_flops,
                              eval=outcome["eval"] or outcome["train"], held_out=bool(outcome["eval"]),
                              probe=accuracy, trajectory=training_auc_by_step(run_dir, objective))
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=2)
+        save_results(results, results_file)
     if study_probe_task(study) and "random_weights" not in results and results:
         # the bar every pretraining must clear: the same architecture with random weights
         export_dir = os.path.join(workdir, "search_exports", next(iter(results)))
         results["random_weights"] = dict(objective="none", overrides=[], steps=0, flops=0.0, eval={},
                                          probe=probe.frozen_probe_accuracy(
                                              finetune_config(study, study_probe_task(study), export_dir), True))
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=2)
+        save_results(results, results_file)
     table = search_table(results)
     trajectories = search_trajectory_table(results, study.train.log_every)
     with open(os.path.join(workdir, "search.md"), "w") as f:
@@ -268,8 +272,7 @@ def run_study(study, workdir: str) -> dict:
         mean, std, per_seed = task_score(summary, task)
         results["runs"][key] = dict(objective=objective, step=step, pretrain_flops=flops, task=task, mean=mean,
                                     std=std, per_seed=per_seed)
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=2)
+        save_results(results, results_file)
 
     budgets, step_flops_by_objective = {}, {}
     for objective in OBJECTIVES:
@@ -323,8 +326,7 @@ def probe_all(study, workdir: str, budgets: dict, results: dict, results_file: s
     for key, init, from_scratch in encoders:
         if key not in accuracies:
             accuracies[key] = probe.frozen_probe_accuracy(finetune_config(study, study_probe_task(study), init), from_scratch)
-            with open(results_file, "w") as f:
-                json.dump(results, f, indent=2)
+            save_results(results, results_file)
 
 
 def _points(results: dict, tasks) -> dict:
@@ -429,9 +431,6 @@ def final_export(workdir: str, budgets: dict) -> str:
     return os.path.join(workdir, "exports", objective, str(budgets[objective][-1]))
 
 
-def _save(results: dict, results_file: str) -> None:
-    with open(results_file, "w") as f:
-        json.dump(results, f)
 
 
 def evaluate_zero_shot(study, workdir: str, meta: dict, budgets: dict, results: dict, results_file: str) -> None:
@@ -451,7 +450,7 @@ def evaluate_zero_shot(study, workdir: str, meta: dict, budgets: dict, results: 
         r = zero_shot.evaluate(splits[split], make_scorer(), mp.max_pairs)
         r["passes"] = {name: v.tolist() for name, v in r["passes"].items()}
         scored[f"{key}/{split}"] = r
-        _save(results, results_file)
+        save_results(results, results_file)
 
     for objective, steps in budgets.items():
         for step in steps:
@@ -498,9 +497,9 @@ def fewshot_all(study, workdir: str, budgets: dict, results: dict, results_file:
             c.train.update(epochs=epochs, batch_size=fs.batch_size)
             summary = finetune(c, os.path.join(workdir, "fewshot", objective, str(step), str(size)))
             per_seed = [100 * r["final_dev"]["accuracy"] for r in summary["runs"]]
-            done[key] = dict(objective=objective, step=step, size=size, per_seed=per_seed, mean=mean_std(per_seed)[0],
-                             std=mean_std(per_seed)[1])
-            _save(results, results_file)
+            mean, std = mean_std(per_seed)
+            done[key] = dict(objective=objective, step=step, size=size, per_seed=per_seed, mean=mean, std=std)
+            save_results(results, results_file)
 
 
 def _passes(entry: dict) -> dict:
