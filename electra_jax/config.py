@@ -149,6 +149,9 @@ def default_config(size: str = "small", recipe: str = "reference") -> ml_collect
 
     c.train = ml_collections.ConfigDict(dict(
         batch_size=training["batch_size"],  # global batch, over all processes
+        # Micro-batches per update: the batch runs in this many slices whose gradients are summed
+        # (the same update as the whole batch at once, in a slice's memory).
+        grad_accum_steps=1,
         num_steps=training["num_steps"],
         learning_rate=training["learning_rate"],
         warmup_steps=training["warmup_steps"],
@@ -277,6 +280,9 @@ def validate(config, *, vocab_size: int | None = None) -> None:
     need(t.generator_learning_rate_scale > 0,
          f"train.generator_learning_rate_scale={t.generator_learning_rate_scale} must be positive")
     need(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
+    accum_steps = t.get("grad_accum_steps", 1)
+    need(accum_steps >= 1 and t.batch_size % accum_steps == 0,
+         f"train.grad_accum_steps={accum_steps} must be a positive divisor of train.batch_size={t.batch_size}")
     need(t.num_steps > 0, f"train.num_steps={t.num_steps} must be positive")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
     need(t.get("optimizer", "adamw") in ("adamw", "lamb"),

@@ -6,7 +6,7 @@ A batch is a dict of int32 [B, L] arrays: input_ids, attention_mask (1 = real to
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,17 +102,10 @@ def _weighted_mean(x, w):
     return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
-def masked_lm_loss(logits, masked: Masked):
-    """Cross-entropy and accuracy over the real prediction slots, in float32."""
-    logits = logits.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, masked.labels)
-    correct = (jnp.argmax(logits, -1) == masked.labels).astype(jnp.float32)
-    return _weighted_mean(ce, masked.weights), _weighted_mean(correct, masked.weights)
-
-
-def sample_tokens(rng, logits, temperature, block: int = 128):
+def sample_tokens(uniform, logits, temperature, block: int = 128):
     """One token per row of `logits` [..., V] from softmax(logits / temperature), in float32; no
-    gradient reaches the generator through the sample.
+    gradient reaches the generator through the sample. `uniform` [...]: one number in [0, 1) per
+    row (drawn with the rest of the step's random choices, before any micro-batching).
 
     Inverse-CDF sampling with one uniform number per row, in two levels: find the block of `block`
     tokens whose cumulative mass passes u, then the token inside it. Gumbel-max (what
@@ -128,7 +121,7 @@ def sample_tokens(rng, logits, temperature, block: int = 128):
     probs = probs.reshape(*probs.shape[:-1], blocks, block)
     block_mass = probs.sum(-1)
     mass_through = jnp.cumsum(block_mass, -1)                     # mass of blocks 0..b
-    u = (1.0 - jax.random.uniform(rng, logits.shape[:-1])) * mass_through[..., -1]  # in (0, total]
+    u = (1.0 - uniform) * mass_through[..., -1]  # in (0, total]
     b = jnp.minimum(jnp.sum(mass_through < u[..., None], -1), blocks - 1)
     mass_before = jnp.take_along_axis(mass_through - block_mass, b[..., None], -1)
     inside = jnp.take_along_axis(probs, b[..., None, None], -2)[..., 0, :]
@@ -188,58 +181,139 @@ def discriminator_metrics(logits, labels, mask):
     }
 
 
-def electra_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False, step=None):
-    """Generator MLM loss + discriminator_weight * replaced-token-detection loss; `step` sets the
-    scheduled temperature and weight (None: their final values, as evaluation uses).
+# An objective in four parts, so that the train step can split a batch into micro-batches and
+# still compute the full batch's gradient exactly (train.grad_accum_steps):
+#   draw(rng, batch, cfg) -> (draws, dropout_rngs): every random choice of the step (masking,
+#       the sampler's uniform numbers, shuffled replacements), drawn for the whole batch at once,
+#       so it does not depend on how the batch is split; every leaf of `draws` is [B, ...];
+#   totals(batch, draws) -> the whole batch's loss denominators (masked slots, real tokens);
+#   forward(params, model, batch, draws, cfg, dropout_rngs, deterministic, step) -> (terms, aux):
+#       per-example arrays [b, ...] of one (micro-)batch; aux: what tests and inspection read;
+#   loss(terms, totals, cfg, step): sums over the examples divided by the whole batch's totals, so
+#       the micro-batches' losses (and gradients) add up to the full batch's;
+#   metrics(terms, totals, cfg, step): the logged metrics, from the whole batch's terms.
 
-    Returns (loss, (metrics, aux)); aux holds the masked input, the samples and the labels.
-    """
+def _sum_over(x, total):
+    return jnp.sum(x) / jnp.maximum(total, 1e-6)
+
+
+def _prediction_terms(logits, masked: Masked) -> dict:
+    """Per-slot masked-LM cross-entropy and correctness (float32), zero on the padding slots."""
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, masked.labels)
+    correct = (jnp.argmax(logits, -1) == masked.labels).astype(jnp.float32)
+    return dict(cross_entropy=ce * masked.weights, correct=correct * masked.weights)
+
+
+def _electra_draws(rng, batch, cfg: ObjectiveConfig):
     k_mask, k_sample, k_gen_drop, k_disc_drop = jax.random.split(rng, 4)
     masked = mask_tokens(k_mask, batch, cfg, mask_frac=0.85, random_frac=0.0)
-    types, attn = batch["token_type_ids"], batch["attention_mask"]
-
-    gen_logits = model.apply({"params": params}, masked.input_ids, types, attn, masked.positions, deterministic,
-                             method="generator_logits", rngs={"dropout": k_gen_drop})
-    gen_loss, gen_acc = masked_lm_loss(gen_logits, masked)
-
-    # Corrupt: every chosen position (masked or kept) takes the generator's sample.
-    temperature = cfg.temperature_at(step)
-    sampled = sample_tokens(k_sample, gen_logits, temperature)
-    original = batch["input_ids"]
-    sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
-    rows = jnp.arange(original.shape[0])[:, None]
+    draws = dict(masked=masked, sample_uniform=jax.random.uniform(k_sample, masked.labels.shape))
     if cfg.shuffled_replacement_prob:  # its own key, so the reference's random streams stay as they were
-        tokens, used = shuffled_replacements(jax.random.fold_in(rng, 1), masked, cfg.shuffled_replacement_prob)
-        sampled = jnp.where(used, tokens, sampled)
-        shuffled = jnp.zeros_like(original, dtype=bool).at[rows, masked.positions].max(used)
-    corrupted = original.at[rows, masked.positions].set(sampled)
-    labels = (corrupted != original) & attn.astype(bool)  # a correct sample counts as original
+        draws["shuffled_tokens"], draws["shuffled_used"] = shuffled_replacements(
+            jax.random.fold_in(rng, 1), masked, cfg.shuffled_replacement_prob)
+    return draws, dict(generator=k_gen_drop, discriminator=k_disc_drop)
 
-    disc_logits = model.apply({"params": params}, corrupted, types, attn, deterministic,
-                              method="discriminator_logits", rngs={"dropout": k_disc_drop})
-    disc_loss, metrics = discriminator_metrics(disc_logits, labels, attn)
+
+def _electra_totals(batch, draws):
+    return dict(predictions=jnp.sum(draws["masked"].weights),
+                tokens=jnp.sum(batch["attention_mask"]).astype(jnp.float32))
+
+
+def _electra_forward(params, model, batch, draws, cfg: ObjectiveConfig, dropout_rngs, deterministic, step):
+    """The generator fills the chosen positions; every chosen position (masked or kept) takes its
+    sample; the discriminator reads the corrupted text."""
+    masked = draws["masked"]
+    types, attn = batch["token_type_ids"], batch["attention_mask"]
+    gen_logits = model.apply({"params": params}, masked.input_ids, types, attn, masked.positions, deterministic,
+                             method="generator_logits", rngs={"dropout": dropout_rngs["generator"]})
+    sampled = sample_tokens(draws["sample_uniform"], gen_logits, cfg.temperature_at(step))
+    sampled = jnp.where(masked.weights > 0, sampled, masked.labels)
+    original = batch["input_ids"]
+    rows = jnp.arange(original.shape[0])[:, None]
+    terms = _prediction_terms(gen_logits, masked)
     if cfg.shuffled_replacement_prob:
-        # the detector on the generator's replacements alone (against every original token)
-        metrics["discriminator_auc_generator_replacements"] = roc_auc(
-            disc_logits.astype(jnp.float32), labels, attn.astype(bool) & ~shuffled)
-
-    disc_weight = cfg.discriminator_weight_at(step)
-    loss = cfg.generator_weight * gen_loss + disc_weight * disc_loss
-    metrics.update(loss=loss, generator_loss=gen_loss, generator_accuracy=gen_acc, temperature=temperature,
-                   discriminator_weight=disc_weight)
-    aux = dict(masked=masked, sampled=sampled, corrupted=corrupted, labels=labels,
+        used = draws["shuffled_used"]
+        sampled = jnp.where(used, draws["shuffled_tokens"], sampled)
+        terms["shuffled"] = jnp.zeros_like(original, dtype=bool).at[rows, masked.positions].max(used)
+    corrupted = original.at[rows, masked.positions].set(sampled)
+    replaced = (corrupted != original) & attn.astype(bool)  # a correct sample counts as original
+    disc_logits = model.apply({"params": params}, corrupted, types, attn, deterministic,
+                              method="discriminator_logits", rngs={"dropout": dropout_rngs["discriminator"]})
+    terms.update(discriminator_logits=disc_logits.astype(jnp.float32), replaced=replaced,
+                 real_tokens=attn.astype(jnp.float32))
+    aux = dict(masked=masked, sampled=sampled, corrupted=corrupted, labels=replaced,
                generator_logits=gen_logits, discriminator_logits=disc_logits)
-    return loss, (metrics, aux)
+    return terms, aux
 
 
-def mlm_loss(params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False, step=None):
-    """BERT's masked-LM objective: 80% [MASK], 10% random token, 10% unchanged."""
+def _electra_parts(terms, totals, cfg: ObjectiveConfig, step):
+    gen_loss = _sum_over(terms["cross_entropy"], totals["predictions"])
+    bce = optax.sigmoid_binary_cross_entropy(terms["discriminator_logits"], terms["replaced"].astype(jnp.float32))
+    disc_loss = _sum_over(bce * terms["real_tokens"], totals["tokens"])
+    disc_weight = cfg.discriminator_weight_at(step)
+    return cfg.generator_weight * gen_loss + disc_weight * disc_loss, gen_loss, disc_weight
+
+
+def _electra_loss(terms, totals, cfg: ObjectiveConfig, step):
+    return _electra_parts(terms, totals, cfg, step)[0]
+
+
+def _electra_metrics(terms, totals, cfg: ObjectiveConfig, step):
+    loss, gen_loss, disc_weight = _electra_parts(terms, totals, cfg, step)
+    logits, replaced, real = terms["discriminator_logits"], terms["replaced"], terms["real_tokens"]
+    _, metrics = discriminator_metrics(logits, replaced, real)
+    if "shuffled" in terms:  # the detector on the generator's replacements alone (against every original token)
+        metrics["discriminator_auc_generator_replacements"] = roc_auc(logits, replaced, (real > 0) & ~terms["shuffled"])
+    metrics.update(loss=loss, generator_loss=gen_loss,
+                   generator_accuracy=_sum_over(terms["correct"], totals["predictions"]),
+                   temperature=cfg.temperature_at(step), discriminator_weight=disc_weight)
+    return metrics
+
+
+def _mlm_draws(rng, batch, cfg: ObjectiveConfig):
+    """BERT's masking: 80% [MASK], 10% random token, 10% unchanged."""
     k_mask, k_drop = jax.random.split(rng)
-    masked = mask_tokens(k_mask, batch, cfg, mask_frac=0.8, random_frac=0.1)
+    return dict(masked=mask_tokens(k_mask, batch, cfg, mask_frac=0.8, random_frac=0.1)), dict(encoder=k_drop)
+
+
+def _mlm_totals(batch, draws):
+    return dict(predictions=jnp.sum(draws["masked"].weights))
+
+
+def _mlm_forward(params, model, batch, draws, cfg: ObjectiveConfig, dropout_rngs, deterministic, step):
+    masked = draws["masked"]
     logits = model.apply({"params": params}, masked.input_ids, batch["token_type_ids"], batch["attention_mask"],
-                         masked.positions, deterministic, rngs={"dropout": k_drop})
-    loss, acc = masked_lm_loss(logits, masked)
-    return loss, ({"loss": loss, "mlm_loss": loss, "mlm_accuracy": acc}, dict(masked=masked, logits=logits))
+                         masked.positions, deterministic, rngs={"dropout": dropout_rngs["encoder"]})
+    return _prediction_terms(logits, masked), dict(masked=masked, logits=logits)
 
 
+def _mlm_loss(terms, totals, cfg: ObjectiveConfig, step):
+    return _sum_over(terms["cross_entropy"], totals["predictions"])
+
+
+def _mlm_metrics(terms, totals, cfg: ObjectiveConfig, step):
+    loss = _mlm_loss(terms, totals, cfg, step)
+    return {"loss": loss, "mlm_loss": loss, "mlm_accuracy": _sum_over(terms["correct"], totals["predictions"])}
+
+
+class Objective(NamedTuple):
+    """A pretraining objective in the parts the train step composes (see above). Called, it is the
+    whole-batch loss: (loss, (metrics, aux)), as evaluation and tests use it."""
+    draw: Callable
+    totals: Callable
+    forward: Callable
+    loss: Callable
+    metrics: Callable
+
+    def __call__(self, params, model, batch, rng, cfg: ObjectiveConfig, deterministic: bool = False, step=None):
+        """`step` sets scheduled values (temperature, the discriminator's weight); None: their final values."""
+        draws, dropout_rngs = self.draw(rng, batch, cfg)
+        totals = self.totals(batch, draws)
+        terms, aux = self.forward(params, model, batch, draws, cfg, dropout_rngs, deterministic, step)
+        return self.loss(terms, totals, cfg, step), (self.metrics(terms, totals, cfg, step), aux)
+
+
+electra_loss = Objective(_electra_draws, _electra_totals, _electra_forward, _electra_loss, _electra_metrics)
+mlm_loss = Objective(_mlm_draws, _mlm_totals, _mlm_forward, _mlm_loss, _mlm_metrics)
 LOSSES = {"electra": electra_loss, "mlm": mlm_loss}

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from electra_jax import config as config_lib, hf, sharding, warm_start, workdir as workdir_lib
 from electra_jax.checkpoint import Checkpointer, abstract_like
@@ -59,6 +60,7 @@ class Training(NamedTuple):
     loss_fn: Callable
     schedule: optax.Schedule
     tx: optax.GradientTransformation
+    accum_steps: int = 1  # micro-batches per update (train.grad_accum_steps)
 
 
 def build_training(config, vocab_size: int, special_ids: dict) -> Training:
@@ -67,7 +69,8 @@ def build_training(config, vocab_size: int, special_ids: dict) -> Training:
     # only when asked: the reference's optimizer state (and so its checkpoints) keeps its shape
     per_network = scale_generator_updates(generator_scale) if generator_scale != 1.0 else None
     return Training(build_model(config, vocab_size), ObjectiveConfig.from_config(config, special_ids, vocab_size),
-                    LOSSES[config.objective], schedule, make_optimizer(config.train, schedule, extra=per_network))
+                    LOSSES[config.objective], schedule, make_optimizer(config.train, schedule, extra=per_network),
+                    config.train.get("grad_accum_steps", 1))
 
 
 def init_params(model, seq_length: int, max_predictions: int, rng):
@@ -113,14 +116,60 @@ def train_state_bytes(config, vocab_size: int, devices) -> dict:
     return dict(total=total, per_device=max(per_device.values()))
 
 
+def split_micro_batches(tree, accum_steps: int, mesh):
+    """[B, ...] -> [accum_steps, B / accum_steps, ...]: micro-batch j holds examples j, j + k, j + 2k...
+    Every device keeps its own rows (a device's contiguous block of the batch splits evenly into the
+    micro-batches), so splitting moves no data between devices."""
+    def split(x):
+        x = x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
+    return jax.tree.map(split, tree)
+
+
+def join_micro_batches(tree):
+    """The inverse of split_micro_batches: [k, B / k, ...] -> [B, ...] in the batch's own order."""
+    return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]), tree)
+
+
+def batch_gradients(training: Training, params, batch: dict, rng, step, accum_steps: int, mesh, param_shardings):
+    """(gradients, metrics) of the whole batch. With accum_steps > 1 the batch runs as that many
+    micro-batches in a loop and their gradients are summed: the objective draws every random choice
+    for the whole batch first and divides by the whole batch's totals, so the sum is the full-batch
+    gradient (only dropout masks are drawn per micro-batch: the same distribution, other draws)."""
+    objective, cfg = training.loss_fn, training.objective
+    draws, dropout_rngs = objective.draw(rng, batch, cfg)
+    totals = objective.totals(batch, draws)
+
+    def micro_batch_gradients(micro_batch, micro_draws, rngs):
+        def loss(p):
+            terms, _ = objective.forward(p, training.model, micro_batch, micro_draws, cfg, rngs, False, step)
+            return objective.loss(terms, totals, cfg, step), terms
+        return jax.grad(loss, has_aux=True)(params)
+
+    if accum_steps == 1:
+        grads, terms = micro_batch_gradients(batch, draws, dropout_rngs)
+    else:
+        def accumulate(summed, micro):
+            index, micro_batch, micro_draws = micro
+            rngs = jax.tree.map(lambda key: jax.random.fold_in(key, index), dropout_rngs)
+            grads, terms = micro_batch_gradients(micro_batch, micro_draws, rngs)
+            return jax.lax.with_sharding_constraint(jax.tree.map(jnp.add, summed, grads), param_shardings), terms
+
+        zeros = jax.lax.with_sharding_constraint(jax.tree.map(jnp.zeros_like, params), param_shardings)
+        micro_batches = (jnp.arange(accum_steps),) + split_micro_batches((batch, draws), accum_steps, mesh)
+        grads, terms = jax.lax.scan(accumulate, zeros, micro_batches)
+        terms = join_micro_batches(terms)
+    return grads, objective.metrics(terms, totals, cfg, step)
+
+
 def make_train_step(training: Training, state_shardings, mesh):
-    model, loss_fn, obj_cfg, tx, schedule = (training.model, training.loss_fn, training.objective, training.tx,
-                                             training.schedule)
+    tx, schedule = training.tx, training.schedule
 
     def train_step(state: TrainState, batch: dict, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)  # one key per step, reproducible on resume
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (metrics, _)), grads = grad_fn(state.params, model, batch, rng, obj_cfg, step=state.step)
+        grads, metrics = batch_gradients(training, state.params, batch, rng, state.step, training.accum_steps, mesh,
+                                         state_shardings.params)
+        loss = metrics["loss"]
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
@@ -167,6 +216,10 @@ class Trainer:
         self.mesh = sharding.make_mesh(config, devices)
         self.rules = sharding.axis_rules(config)
         sharding.check_batch_size("train.batch_size", config.train.batch_size, self.mesh)
+        accum_steps = config.train.get("grad_accum_steps", 1)
+        if accum_steps > 1:  # each micro-batch splits over the devices as the batch does
+            sharding.check_batch_size("train.batch_size / train.grad_accum_steps",
+                                      config.train.batch_size // accum_steps, self.mesh)
         self.local_batch = config.train.batch_size // jax.process_count()
         examples = self.meta["train"]["examples"] // jax.process_count()
         if examples < self.local_batch:

@@ -19,7 +19,8 @@ LOCK_FILE = ".lock"
 # Fields a resumed run may change: how long to train, how often to log, evaluate and save, and
 # where and on what devices it runs (checkpoints restore onto any mesh). Anything else (the model,
 # the objective, the batch, the seed, the data's shape) would silently make another run.
-RESUMABLE = ("train.num_steps", "train.log_every", "train.eval_every", "train.eval_steps",
+# fields a run may change when it resumes: they change neither the model nor its updates
+RESUMABLE = ("train.num_steps", "train.grad_accum_steps", "model.remat", "train.log_every", "train.eval_every", "train.eval_steps",
              "train.checkpoint_every", "train.keep_checkpoints", "train.nonfinite", "data.dir", "data.worker_count",
              "mesh.", "axis_rules", "init.")
 

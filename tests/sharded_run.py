@@ -2,7 +2,8 @@
 
 Used by test_sharding.py in subprocesses, because the number of (fake) CPU devices and the
 multi-process setup must be fixed before jax starts.
-    python sharded_run.py OUT.npz MESH [MESH ...]          MESH like data=2,fsdp=2,tensor=2
+    python sharded_run.py OUT.npz MESH [MESH ...]          MESH like data=2,fsdp=2,tensor=2[,accum=4]
+                                                           (accum: train.grad_accum_steps)
     ... --recipe small_budget                                       a recipe of config.RECIPES
     ... --coordinator HOST:PORT --num_processes N --process_id I   for a multi-process run
 """
@@ -15,7 +16,7 @@ import jax.experimental.multihost_utils
 import numpy as np
 
 from electra_jax import sharding
-from electra_jax.config import default_config
+from electra_jax.config import apply_overrides, default_config
 from electra_jax.train import build_training, create_train_state, make_train_step
 
 VOCAB, SEQ, BATCH, STEPS = 256, 32, 16, 3
@@ -30,7 +31,10 @@ def config_for(mesh: str, recipe: str = "reference"):
     c.train.update(batch_size=BATCH, num_steps=10, warmup_steps=2, learning_rate=1e-2)
     for item in mesh.split(","):
         name, size = item.split("=")
-        c.mesh[name] = int(size)
+        if name == "accum":
+            c.train.grad_accum_steps = int(size)
+        else:
+            c.mesh[name] = int(size)
     return c
 
 
@@ -45,8 +49,10 @@ def global_batches():
         yield dict(input_ids=ids * mask, attention_mask=mask, token_type_ids=np.zeros_like(ids))
 
 
-def run(mesh_spec: str, devices, recipe: str = "reference"):
+def run(mesh_spec: str, devices, recipe: str = "reference", overrides=()):
+    """(losses, parameters) after STEPS updates; `overrides`: ("section.field", value) pairs."""
     config = config_for(mesh_spec, recipe)
+    apply_overrides(config, overrides)
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.axis_rules(config)
     training = build_training(config, VOCAB, SPECIAL)
@@ -90,7 +96,7 @@ def main():
         return
     results = {}
     for spec in a.meshes:
-        size = int(np.prod([int(x.split("=")[1]) for x in spec.split(",")]))
+        size = int(np.prod([int(x.split("=")[1]) for x in spec.split(",") if not x.startswith("accum=")]))
         losses, params = run(spec, jax.devices()[:size], a.recipe)
         results[f"{spec}/losses"] = np.array(losses)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):

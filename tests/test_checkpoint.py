@@ -133,13 +133,14 @@ def test_nonfinite_loss_policy(prepared, tmp_path, policy):
     # Poison exactly the 3rd batch: the pipeline is deterministic, so we know its first row.
     it = iter(trainer.dataset("train"))
     poisoned_row = [next(it) for _ in range(3)][-1]["input_ids"][0]
-    loss_fn = trainer.training.loss_fn
+    objective = trainer.training.loss_fn
 
-    def poisoned(params, model, batch, rng, cfg, deterministic=False, step=None):
-        loss, aux = loss_fn(params, model, batch, rng, cfg, deterministic, step)
+    def poisoned(params, model, batch, *args):
+        terms, aux = objective.forward(params, model, batch, *args)
         hit = (batch["input_ids"][0] == poisoned_row).all()
-        return loss + jax.numpy.where(hit, jax.numpy.inf, 0.0), aux
-    trainer.training = trainer.training._replace(loss_fn=poisoned)
+        terms["cross_entropy"] = terms["cross_entropy"] + jax.numpy.where(hit, jax.numpy.inf, 0.0)
+        return terms, aux
+    trainer.training = trainer.training._replace(loss_fn=objective._replace(forward=poisoned))
 
     if policy == "skip":
         result = trainer.run()

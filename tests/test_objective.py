@@ -174,8 +174,8 @@ def test_sampled_tokens_follow_the_tempered_softmax(temperature):
     logits = rs.normal(0, 2, 300).astype(np.float32)
     logits[[0, 127, 128, 299]] = -np.inf
     draws = 200_000
-    samples = np.asarray(sample_tokens(jax.random.key(3), jnp.tile(jnp.asarray(logits)[None], (draws, 1)),
-                                       temperature))
+    samples = np.asarray(sample_tokens(jax.random.uniform(jax.random.key(3), (draws,)),
+                                       jnp.tile(jnp.asarray(logits)[None], (draws, 1)), temperature))
     expected = np.exp(logits / temperature - np.max(logits / temperature))
     expected /= expected.sum()
     observed = np.bincount(samples, minlength=300) / draws

@@ -48,8 +48,10 @@ def test_meshes_give_the_single_device_result(tmp_path):
 
 
 def test_the_small_budget_recipe_gives_the_single_device_result_under_fsdp_and_tensor_sharding(tmp_path):
-    """The demo's recipe (untied embeddings, a one-layer generator, its own learning rates)."""
-    single, meshes = "data=1,fsdp=1,tensor=1", ["data=1,fsdp=8,tensor=1", "data=2,fsdp=2,tensor=2"]
+    """The demo's recipe (untied embeddings, a one-layer generator, its own learning rates), and
+    with it (no dropout) gradient accumulation on a sharded mesh: the same updates, to 1e-6."""
+    single = "data=1,fsdp=1,tensor=1"
+    meshes = ["data=1,fsdp=8,tensor=1", "data=2,fsdp=2,tensor=2", "data=2,fsdp=2,tensor=2,accum=2"]
     out = tmp_path / "small_budget.npz"
     finish(run_script([str(out), single, *meshes, "--recipe", "small_budget"], devices=8))
     results = np.load(out)
