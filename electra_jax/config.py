@@ -64,6 +64,7 @@ EMBEDDING_SHARING = ("tied", "gdes", "none")
 ATTENTION_BIASES = ("none", "alibi")
 POSITION_INITS = ("normal", "zeros")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 def need(ok: bool, message: str) -> None:
@@ -94,6 +95,11 @@ def default_config(size: str = "small", recipe: str = "reference") -> ml_collect
         layer_norm_eps=1e-12,
         attention_impl="flax",  # "jax": jax.nn.dot_product_attention (cuDNN on GPUs; needs attention_dropout_rate=0)
         dtype="float32",        # compute dtype (bfloat16 on accelerators)
+        # Activation checkpointing of each Transformer layer, trading compute for memory: "none",
+        # "full" (keep each layer's input, recompute the rest in the backward pass), or a policy of
+        # jax.checkpoint_policies in REMAT_POLICIES ("dots_with_no_batch_dims_saveable": keep the
+        # matmuls with weights, recompute attention and the elementwise work).
+        remat="none",
         param_dtype="float32",
         **MODEL_SIZES[size],
         # How the generator and discriminator share embeddings: "tied" (the reference: one block,
@@ -246,6 +252,8 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"model.attention_bias={m.get('attention_bias')!r}: choose one of {ATTENTION_BIASES}")
     need(m.get("position_init", "normal") in POSITION_INITS,
          f"model.position_init={m.get('position_init')!r}: choose one of {POSITION_INITS}")
+    need(m.get("remat", "none") in REMAT_POLICIES,
+         f"model.remat={m.get('remat')!r}: choose one of {REMAT_POLICIES}")
     need(m.embedding_sharing in EMBEDDING_SHARING,
          f"model.embedding_sharing={m.embedding_sharing!r}: choose one of {EMBEDDING_SHARING}")
     need(m.generator_num_layers >= 0,

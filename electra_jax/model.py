@@ -38,6 +38,7 @@ class ModelConfig:
     attention_impl: str = "flax"
     attention_bias: str = "none"  # "alibi": add alibi_logits (below) to every head's logits; "none": BERT's attention
     position_init: str = "normal"  # "zeros": the position table starts at zero (config.py says why)
+    remat: str = "none"  # activation checkpointing of each layer: "none", "full" or a REMAT_POLICIES name
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
@@ -157,6 +158,17 @@ class TransformerLayer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
+def layer_class(remat: str):
+    """TransformerLayer, or the same layer under activation checkpointing (jax.checkpoint): "full"
+    keeps only each layer's input for the backward pass and recomputes the rest; a policy name
+    keeps what the policy saves (e.g. "dots_with_no_batch_dims_saveable": the matmul outputs that
+    involve weights, recomputing attention and elementwise work)."""
+    if remat == "none":
+        return TransformerLayer
+    policy = None if remat == "full" else getattr(jax.checkpoint_policies, remat)
+    return nn.remat(TransformerLayer, policy=policy, static_argnums=(3,))  # (self, x, mask, deterministic)
+
+
 class Encoder(nn.Module):
     """Embedding-size -> hidden projection (when they differ) and the stack of layers."""
     cfg: ModelConfig
@@ -168,8 +180,9 @@ class Encoder(nn.Module):
             x = dense_layer(c, c.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
         mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, L]: keys that are real tokens
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        layer = layer_class(c.remat)
         for i in range(c.num_layers):
-            x = TransformerLayer(c, name=f"layer_{i}")(x, mask, deterministic)
+            x = layer(c, name=f"layer_{i}")(x, mask, deterministic)
         return x
 
 

@@ -23,11 +23,12 @@ import re
 
 import jax
 import flax.linen as nn
+from jax._src.ad_checkpoint import saved_residuals  # public only as print_saved_residuals
 
 from electra_jax import sharding
 from electra_jax.bench import SPECIAL_IDS
 from electra_jax.flops import train_flops_per_step
-from electra_jax.train import build_training, make_train_step, plan_train_state
+from electra_jax.train import build_training, init_params, make_train_step, plan_train_state
 
 GIB = 2 ** 30
 
@@ -100,6 +101,23 @@ def collective_seconds(hlo_text: str, devices: int, link_bytes_per_second: float
         by_kind[kind] = by_kind.get(kind, 0.0) + sent
         seconds += sent / link_bytes_per_second
     return dict(bytes_sent_by_kind=by_kind, seconds=seconds)
+
+
+def activation_bytes(config, vocab_size: int, batch_size: int) -> int:
+    """Bytes the backward pass keeps from the forward pass for `batch_size` sequences: the saved
+    residuals of the training loss as jax's autodiff (and model.remat's policy) leaves them, the
+    parameters excluded. A count of the program, not of a compiler's schedule: XLA's CPU memory
+    analysis does not show what remat saves, because the CPU scheduler runs every recomputation
+    as early as it can; accelerator compilers schedule for memory.
+    (jax.ad_checkpoint.print_saved_residuals prints the same list.)"""
+    training = build_training(config, vocab_size, SPECIAL_IDS)
+    params = jax.eval_shape(lambda: nn.unbox(init_params(training.model, config.data.seq_length,
+                                                         training.objective.max_predictions, jax.random.key(0))))
+    batch = {k: jax.ShapeDtypeStruct((batch_size, config.data.seq_length), jax.numpy.int32)
+             for k in ("input_ids", "attention_mask", "token_type_ids")}
+    loss = lambda p, b: training.loss_fn(p, training.model, b, jax.random.key(0), training.objective)[0]
+    return sum(math.prod(aval.shape) * aval.dtype.itemsize for aval, source in saved_residuals(loss, params, batch)
+               if not source.startswith("from the argument"))
 
 
 def compile_step(config, vocab_size: int, devices) -> tuple:
