@@ -85,7 +85,12 @@ def export(workdir: str, out: str, step: int | None = None) -> dict:
 
 def write_export(out: str, networks: dict, tokenizer, **info) -> dict:
     """OUT/PART/ (orbax, {embeddings, encoder, head}) for each network, the tokenizer file and
-    config.json describing them; written under a temporary name, then renamed."""
+    config.json describing them; written under a temporary name, then renamed. Always float32
+    weights and compute: a model trained in mixed precision exports its float32 master weights,
+    and whoever loads it chooses the compute dtype."""
+    networks = {part: (cfg.replace(dtype="float32", param_dtype="float32"),
+                       jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params))
+                for part, (cfg, params) in networks.items()}
     out = os.path.abspath(out)
     if os.path.exists(out):
         raise FileExistsError(f"export target {out} already exists")

@@ -2,6 +2,12 @@
 
 Parameters carry logical axis names ("vocab", "embed", "mlp", "heads"); sharding.py maps
 them to mesh axes, so the same module runs replicated, data parallel, FSDP or tensor parallel.
+
+Mixed precision (model.dtype="bfloat16", param_dtype="float32"): parameters, and so the optimizer
+state, stay float32 (the master copy); matmuls and the activations between them run in bfloat16;
+LayerNorm statistics (flax computes them in float32), the attention softmax, the generator's
+vocabulary logits (and so its softmax, sampling and loss) and the discriminator's logit are
+float32; the objective computes losses and metrics in float32.
 """
 from __future__ import annotations
 
@@ -100,8 +106,9 @@ class Embeddings(nn.Module):
         return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
     def attend(self, x):
-        """x @ word_embeddings.T: the tied output projection of the masked-LM head."""
-        return self.word_embeddings.attend(x)
+        """x @ word_embeddings.T in float32: the tied output projection of the masked-LM head, whose
+        logits feed a softmax over the whole vocabulary and the replacement sampler."""
+        return jnp.dot(x.astype(jnp.float32), jnp.asarray(self.word_embeddings.embedding, jnp.float32).T)
 
 
 def alibi_slopes(num_heads: int) -> jnp.ndarray:
@@ -114,6 +121,16 @@ def alibi_logits(num_heads: int, length: int) -> jnp.ndarray:
     """[1, heads, L, L] additive attention logits -slope_h * |i - j|."""
     distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :]).astype(jnp.float32)
     return -alibi_slopes(num_heads)[None, :, None, None] * distance[None, None]
+
+
+def _float32_logits_einsum(equation, query, key):
+    """q k^T with float32 results: the attention logits and their softmax are float32."""
+    return jnp.einsum(equation, query, key, preferred_element_type=jnp.float32)
+
+
+def _compute_dtype_einsum(equation, weights, value):
+    """softmax(...) v with the (float32) probabilities cast to the compute dtype, as the matmul runs."""
+    return jnp.einsum(equation, weights.astype(value.dtype), value)
 
 
 class SelfAttention(nn.Module):
@@ -138,7 +155,9 @@ class SelfAttention(nn.Module):
                 dropout_rng = self.make_rng("dropout")
             y = nn.dot_product_attention(q, k, v, bias=bias, mask=mask, dropout_rng=dropout_rng,
                                          dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
-                                         dtype=c.dtype)
+                                         dtype=c.dtype, force_fp32_for_softmax=True,
+                                         qk_attn_weights_einsum=_float32_logits_einsum,
+                                         attn_weights_value_einsum=_compute_dtype_einsum)
         return dense_layer(c, c.hidden_size, ("heads", "embed"), "output")(y.reshape(*y.shape[:-2], c.hidden_size))
 
 
@@ -207,7 +226,7 @@ class DiscriminatorHead(nn.Module):
     def __call__(self, hidden):
         c = self.cfg
         h = gelu(dense_layer(c, c.hidden_size, ("embed", "mlp"), "dense")(hidden))
-        return dense_layer(c, 1, ("mlp", None), "dense_prediction")(h)[..., 0]
+        return dense_layer(c.replace(dtype="float32"), 1, ("mlp", None), "dense_prediction")(h)[..., 0]
 
 
 def gather_positions(x, positions):
