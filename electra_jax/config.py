@@ -93,7 +93,9 @@ def default_config(size: str = "small", recipe: str = "reference") -> ml_collect
         attention_dropout_rate=0.1,
         initializer_range=0.02,
         layer_norm_eps=1e-12,
-        attention_impl="flax",  # "jax": jax.nn.dot_product_attention (cuDNN on GPUs; needs attention_dropout_rate=0)
+        # "flax" (with attention dropout) or "jax": jax.nn.dot_product_attention, cuDNN flash attention
+        # on NVIDIA GPUs in bfloat16/float16, XLA elsewhere; needs attention_dropout_rate=0
+        attention_impl="flax",
         dtype="float32",        # compute dtype (bfloat16 on accelerators)
         # Activation checkpointing of each Transformer layer, trading compute for memory: "none",
         # "full" (keep each layer's input, recompute the rest in the backward pass), or a policy of

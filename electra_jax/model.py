@@ -40,7 +40,8 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     # "flax": flax's dot_product_attention (with attention dropout); "jax": jax.nn.dot_product_attention,
-    # XLA's fused attention (cuDNN flash attention on NVIDIA GPUs), which has no attention dropout.
+    # cuDNN's flash attention on NVIDIA GPUs, XLA's elsewhere (fused_attention_implementation); it
+    # has no attention dropout.
     attention_impl: str = "flax"
     attention_bias: str = "none"  # "alibi": add alibi_logits (below) to every head's logits; "none": BERT's attention
     position_init: str = "normal"  # "zeros": the position table starts at zero (config.py says why)
@@ -133,6 +134,16 @@ def _compute_dtype_einsum(equation, weights, value):
     return jnp.einsum(equation, weights.astype(value.dtype), value)
 
 
+def fused_attention_implementation(device_kind: str, dtype, head_dim: int) -> str:
+    """jax.nn.dot_product_attention's implementation for a device: cuDNN's fused flash attention on
+    NVIDIA GPUs where it applies (16-bit compute, head size a multiple of 8 up to 128), XLA's
+    everywhere else (TPUs, CPUs, float32), which keeps the logits and softmax in float32."""
+    sixteen_bit = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if device_kind.startswith("NVIDIA") and sixteen_bit and head_dim % 8 == 0 and head_dim <= 128:
+        return "cudnn"
+    return "xla"
+
+
 class SelfAttention(nn.Module):
     cfg: ModelConfig
 
@@ -148,7 +159,8 @@ class SelfAttention(nn.Module):
         q, k, v = project("query"), project("key"), project("value")
         bias = alibi_logits(c.num_heads, x.shape[-2]).astype(q.dtype) if c.attention_bias == "alibi" else None
         if c.attention_impl == "jax":
-            y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+            implementation = fused_attention_implementation(jax.devices()[0].device_kind, c.dtype, head_dim)
+            y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=implementation)
         else:
             dropout_rng = None
             if not deterministic and c.attention_dropout_rate > 0:

@@ -14,7 +14,7 @@ import pytest
 from electra_jax import model as model_lib, plan, profile
 from electra_jax.flops import encoder_flops_per_token, train_flops_per_step
 from electra_jax.config import default_config
-from electra_jax.model import ElectraEncoderModel, ModelConfig
+from electra_jax.model import ElectraEncoderModel, ModelConfig, fused_attention_implementation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,16 @@ def test_jax_attention_matches_flax_attention():
     flax_out = ElectraEncoderModel(cfg).apply(params, ids, mask)
     jax_out = ElectraEncoderModel(cfg.replace(attention_impl="jax")).apply(params, ids, mask)
     assert jnp.max(jnp.abs(flax_out - jax_out) * mask[..., None]) < 1e-5
+
+
+@pytest.mark.parametrize("device_kind, dtype, head_dim, expected", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 64, "cudnn"), ("NVIDIA A100-SXM4-40GB", "float16", 128, "cudnn"),
+    ("NVIDIA H100 80GB HBM3", "float32", 64, "xla"),     # cuDNN's flash attention is 16-bit only
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 36, "xla"),    # head size not a multiple of 8
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 256, "xla"),
+    ("TPU v5p", "bfloat16", 64, "xla"), ("cpu", "float32", 64, "xla")])
+def test_fused_attention_is_chosen_by_platform(device_kind, dtype, head_dim, expected):
+    assert fused_attention_implementation(device_kind, dtype, head_dim) == expected
 
 
 @pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span"])
