@@ -64,6 +64,7 @@ EMBEDDING_SHARING = ("tied", "gdes", "none")
 ATTENTION_BIASES = ("none", "alibi")
 POSITION_INITS = ("normal", "zeros")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine")
+MASKING = ("token", "whole_word")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
@@ -147,6 +148,10 @@ def default_config(size: str = "small", recipe: str = "reference") -> ml_collect
         # The share of chosen positions that take a token shuffled from the batch's other chosen
         # positions (a unigram replacement) instead of the generator's sample. 0: the reference.
         shuffled_replacement_prob=0.0,
+        # "token": positions chosen one by one (the reference); "whole_word": all pieces of a word
+        # together ("▁" starts a SentencePiece word, "##" continues a WordPiece one), and the
+        # 85/15 [MASK]/keep choice made once per word.
+        masking="token",
     ))
 
     c.data = ml_collections.ConfigDict(dict(
@@ -265,6 +270,7 @@ def validate(config, *, vocab_size: int | None = None) -> None:
          f"pretrain.temperature={p.temperature} and temperature_start={p.temperature_start} must be positive")
     need(p.temperature_schedule in TEMPERATURE_SCHEDULES,
          f"pretrain.temperature_schedule={p.temperature_schedule!r}: choose one of {TEMPERATURE_SCHEDULES}")
+    need(p.get("masking", "token") in MASKING, f"pretrain.masking={p.get('masking')!r}: choose one of {MASKING}")
     need(0 <= p.shuffled_replacement_prob <= 1,
          f"pretrain.shuffled_replacement_prob={p.shuffled_replacement_prob} must lie in [0, 1]")
     need(p.temperature_steps >= 0 and p.discriminator_warmup_steps >= 0,

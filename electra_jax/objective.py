@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from electra_jax.config import max_predictions
@@ -37,9 +38,14 @@ class ObjectiveConfig:
     # position in the batch (a unigram replacement, as the paper's unigram generator) instead of the
     # generator's sample: easy negatives a small discriminator learns context from (0: the reference).
     shuffled_replacement_prob: float = 0.0
+    # "token": each position chosen on its own (the reference); "whole_word": all pieces of a word
+    # together, words as word_starts marks them ([V] bool: this token begins a word; the tokenizer's
+    # BaseTokenizer.word_starts()).
+    masking: str = "token"
+    word_starts: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, config, special_ids: dict, vocab_size: int) -> "ObjectiveConfig":
+    def from_config(cls, config, special_ids: dict, vocab_size: int, word_starts=None) -> "ObjectiveConfig":
         p = config.pretrain
         return cls(vocab_size=vocab_size, cls_id=special_ids["cls"], sep_id=special_ids["sep"],
                    mask_id=special_ids["mask"], mask_prob=p.mask_prob, max_predictions=max_predictions(config),
@@ -48,7 +54,8 @@ class ObjectiveConfig:
                    temperature_start=p.temperature_start,
                    temperature_steps=p.temperature_steps or config.train.num_steps,
                    discriminator_warmup_steps=p.discriminator_warmup_steps,
-                   shuffled_replacement_prob=p.get("shuffled_replacement_prob", 0.0))
+                   shuffled_replacement_prob=p.get("shuffled_replacement_prob", 0.0),
+                   masking=p.get("masking", "token"), word_starts=word_starts)
 
     def temperature_at(self, step=None):
         """The sampling temperature at a training step; None (evaluation): the final one, the real task."""
@@ -72,10 +79,49 @@ class Masked(NamedTuple):
     weights: jax.Array     # [B, P] 1.0 for a real prediction, 0.0 for padding of the P slots
 
 
+def word_ids(starts):
+    """[B, L] bool (a token begins a word) -> each token's word number, counted from 0 per row."""
+    return jnp.cumsum(starts.astype(jnp.int32), axis=1) - 1
+
+
+def word_lengths(words):
+    """Each token's word length in tokens, from its word number."""
+    rows = jnp.arange(words.shape[0])[:, None]
+    lengths = jnp.zeros(words.shape, jnp.int32).at[rows, words].add(1)
+    return jnp.take_along_axis(lengths, words, axis=1)
+
+
+def _whole_word_order(rng, ids, candidates, count, word_starts):
+    """(token positions in the order words are chosen [B, L], how many of them are chosen [B], the
+    word number of each token [B, L]). Words come in a uniformly random order, all pieces of a word
+    together; the chosen ones are the words, in that order, whose last piece still falls within
+    `count` tokens (so a sequence may get a few fewer than `count` when the next word does not fit).
+    A word longer than `count` is masked like separate tokens, so a text without word marks (e.g.
+    SentencePiece over Chinese, where a whole sentence is one "word") still gets its predictions."""
+    # special tokens and padding are words of their own, and so is a piece that follows one (text
+    # packed into sequences may begin in the middle of a word)
+    after_special = jnp.concatenate([jnp.ones_like(candidates[:, :1]), ~candidates[:, :-1]], axis=1)
+    starts = jnp.asarray(word_starts)[ids] | ~candidates | after_special
+    starts = starts | (word_lengths(word_ids(starts)) > count[:, None])
+    words = word_ids(starts)
+    priority = jnp.where(candidates, jnp.take_along_axis(jax.random.uniform(rng, ids.shape), words, 1), -1.0)
+    _, order = jax.lax.top_k(priority, ids.shape[1])  # one priority per word: its pieces sort together
+    ordered_words = jnp.take_along_axis(words, order, 1)
+    rank = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+    first = jnp.concatenate([jnp.ones_like(rank[:, :1], bool), ordered_words[:, 1:] != ordered_words[:, :-1]], 1)
+    word_first_rank = jax.lax.cummax(jnp.where(first, rank, 0), axis=1)
+    fits = (word_first_rank + jnp.take_along_axis(word_lengths(words), order, 1) <= count[:, None])
+    fits = fits & jnp.take_along_axis(candidates, order, 1)
+    return order, jnp.sum(fits, axis=1), words  # `fits` is a prefix of the order
+
+
 def mask_tokens(rng, batch, cfg: ObjectiveConfig, *, mask_frac: float, random_frac: float) -> Masked:
     """Choose round(len * mask_prob) positions (clipped to [1, max_predictions]) among the non-special,
     non-padding tokens, distinct and uniformly at random; of those, `mask_frac` become [MASK],
-    `random_frac` a random token, and the rest keep the original token."""
+    `random_frac` a random token, and the rest keep the original token.
+
+    cfg.masking="whole_word": the positions are whole words (all pieces of a word, as
+    cfg.word_starts marks them), and the [MASK] / random / keep choice is made once per word."""
     ids, attn = batch["input_ids"], batch["attention_mask"].astype(bool)
     special = (ids == cfg.cls_id) | (ids == cfg.sep_id) | (ids == cfg.mask_id)
     candidates = attn & ~special
@@ -83,14 +129,21 @@ def mask_tokens(rng, batch, cfg: ObjectiveConfig, *, mask_frac: float, random_fr
     count = jnp.minimum(jnp.clip(count, 1, cfg.max_predictions), candidates.sum(-1))
 
     k_pick, k_how, k_token = jax.random.split(rng, 3)
-    # A random priority per candidate; top-k picks distinct positions without replacement.
-    priority = jnp.where(candidates, jax.random.uniform(k_pick, ids.shape), -1.0)
-    _, positions = jax.lax.top_k(priority, cfg.max_predictions)
+    if cfg.masking == "whole_word":
+        order, count, words = _whole_word_order(k_pick, ids, candidates, count, cfg.word_starts)
+        positions = order[:, :cfg.max_predictions]
+    else:
+        # A random priority per candidate; top-k picks distinct positions without replacement.
+        priority = jnp.where(candidates, jax.random.uniform(k_pick, ids.shape), -1.0)
+        _, positions = jax.lax.top_k(priority, cfg.max_predictions)
     weights = jnp.arange(cfg.max_predictions)[None, :] < count[:, None]
     positions = jnp.where(weights, positions, 0).astype(jnp.int32)
     labels = jnp.take_along_axis(ids, positions, axis=1)
 
-    u = jax.random.uniform(k_how, positions.shape)
+    if cfg.masking == "whole_word":  # one draw per word, read by each of its pieces
+        u = jnp.take_along_axis(jax.random.uniform(k_how, ids.shape), jnp.take_along_axis(words, positions, 1), 1)
+    else:
+        u = jax.random.uniform(k_how, positions.shape)
     random_tokens = jax.random.randint(k_token, positions.shape, 0, cfg.vocab_size, dtype=ids.dtype)
     new = jnp.where(u < mask_frac, cfg.mask_id, jnp.where(u < mask_frac + random_frac, random_tokens, labels))
     new = jnp.where(weights, new, labels)  # unused slots rewrite the original token: a no-op

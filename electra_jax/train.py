@@ -24,7 +24,7 @@ from electra_jax import config as config_lib, hf, sharding, warm_start, workdir 
 from electra_jax.checkpoint import Checkpointer, abstract_like
 from electra_jax.data import pipeline
 from electra_jax.data.corpus import DataError, read_json_file
-from electra_jax.data.prepare import load_metadata, padding_warning
+from electra_jax.data.prepare import load_data_tokenizer, load_metadata, padding_warning
 from electra_jax.flops import nominal_peak, train_flops_per_step
 from electra_jax.metrics_writer import MetricsWriter
 from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
@@ -63,12 +63,17 @@ class Training(NamedTuple):
     accum_steps: int = 1  # micro-batches per update (train.grad_accum_steps)
 
 
-def build_training(config, vocab_size: int, special_ids: dict) -> Training:
+def build_training(config, vocab_size: int, special_ids: dict, word_starts=None) -> Training:
+    """`word_starts`: the tokenizer's BaseTokenizer.word_starts(), for pretrain.masking=whole_word
+    (None there: every token is a word of its own, as in benchmarks on synthetic tokens)."""
     schedule = learning_rate_schedule(config.train)
     generator_scale = config.train.get("generator_learning_rate_scale", 1.0)  # absent from older workdirs' configs
     # only when asked: the reference's optimizer state (and so its checkpoints) keeps its shape
     per_network = scale_generator_updates(generator_scale) if generator_scale != 1.0 else None
-    return Training(build_model(config, vocab_size), ObjectiveConfig.from_config(config, special_ids, vocab_size),
+    if word_starts is None:
+        word_starts = np.ones(vocab_size, bool)
+    objective = ObjectiveConfig.from_config(config, special_ids, vocab_size, word_starts)
+    return Training(build_model(config, vocab_size), objective,
                     LOSSES[config.objective], schedule, make_optimizer(config.train, schedule, extra=per_network),
                     config.train.get("grad_accum_steps", 1))
 
@@ -226,7 +231,10 @@ class Trainer:
             raise DataError(f"{config.data.dir} has {self.meta['train']['examples']} training examples, fewer than "
                             f"one batch of {config.train.batch_size}; use more text or a smaller train.batch_size")
 
-        self.training = build_training(config, self.meta["vocab_size"], self.meta["special_ids"])
+        word_starts = None
+        if config.pretrain.get("masking", "token") == "whole_word":
+            word_starts = load_data_tokenizer(self.meta).word_starts()
+        self.training = build_training(config, self.meta["vocab_size"], self.meta["special_ids"], word_starts)
         mostly_padding = padding_warning(self.meta)
         if mostly_padding and jax.process_index() == 0:
             logging.warning("%s", mostly_padding)

@@ -6,6 +6,9 @@ import pytest
 
 import numpy_reference as ref
 from electra_jax.model import ElectraPretrainer, ModelConfig
+from electra_jax.data.pipeline import read_split
+from electra_jax.data.prepare import load_data_tokenizer
+from electra_jax.data.tokenizer import Tokenizer, WordPieceTokenizer
 from electra_jax.objective import ObjectiveConfig, electra_loss, mask_tokens, sample_tokens, shuffled_replacements
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
@@ -212,3 +215,57 @@ def test_shuffled_replacement_prob_sets_where_the_corruption_comes_from(prob):
         assert sorted(chosen) == sorted(np.asarray(masked.labels)[real])
         assert (chosen != np.asarray(masked.labels)[real]).any()
         assert "discriminator_auc_generator_replacements" in metrics
+
+
+def test_whole_word_masking_on_real_text(prepared):
+    """Gutenberg text through its SentencePiece tokenizer: every chosen position brings all the
+    pieces of its word (words longer than the sequence's prediction count are masked like separate
+    tokens), the [MASK]/keep choice is one per word at 85/15, and the prediction count stays within
+    one word of the token-masking count."""
+    tokenizer = load_data_tokenizer(prepared)
+    starts = tokenizer.word_starts()
+    assert starts[tokenizer.encode(["Alice was beginning"])[0][0]] and 0.3 < starts.mean() < 0.95
+    data = read_split(prepared, "train")
+    batch = {k: jnp.asarray(v[:2000]) for k, v in data.items()}
+    special = tokenizer.special_ids
+    cfg = ObjectiveConfig(vocab_size=tokenizer.vocab_size, cls_id=special["cls"], sep_id=special["sep"],
+                          mask_id=special["mask"], mask_prob=0.15, max_predictions=10, masking="whole_word",
+                          word_starts=starts)
+    m = jax.jit(lambda b, k: mask_tokens(k, b, cfg, mask_frac=0.85, random_frac=0.0))(batch, jax.random.key(0))
+    ids, attn = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
+    pos, w, new_ids = np.asarray(m.positions), np.asarray(m.weights) > 0, np.asarray(m.input_ids)
+    target = np.minimum(np.clip(np.round(attn.sum(1) * 0.15), 1, 10), (attn > 0).sum(1) - 3)
+
+    masked_words = kept_words = 0
+    for row in range(len(ids)):
+        chosen = set(pos[row][w[row]].tolist())
+        real = np.flatnonzero(attn[row])
+        words, word = [], []
+        separators = (special["cls"], special["sep"])
+        for i in real:  # the row's words: a start opens one; [CLS]/[SEP] stand alone, a piece after one begins a word
+            if starts[ids[row, i]] or ids[row, i] in separators or ids[row, i - 1] in separators:
+                word = [i]
+                words.append(word)
+            else:
+                word.append(i)
+        longest_fitting = 1
+        for word in words:
+            inside = [i in chosen for i in word]
+            if len(word) > target[row]:
+                continue  # masked as separate tokens
+            longest_fitting = max(longest_fitting, len(word))
+            assert all(inside) or not any(inside), (row, word, chosen)
+            if all(inside):
+                after = {new_ids[row, i] == special["mask"] for i in word}
+                assert len(after) == 1, "one [MASK]/keep choice per word"
+                masked_words += after.pop()
+                kept_words += all(new_ids[row, i] == ids[row, i] for i in word)
+        assert target[row] - longest_fitting < len(chosen) <= target[row]
+    assert abs(masked_words / (masked_words + kept_words) - 0.85) < 0.02
+    assert w.sum() > 0.9 * target.sum()
+
+
+def test_word_starts_of_wordpiece_and_sentencepiece():
+    assert WordPieceTokenizer.begins_word("play") and not WordPieceTokenizer.begins_word("##ing")
+    assert Tokenizer.begins_word("\u2581play") and not Tokenizer.begins_word("ing")
+    assert Tokenizer.begins_word("[CLS]")

@@ -41,9 +41,11 @@ def test_discriminator_learns_to_spot_random_replacements(prepared, tmp_path):
     assert mean["discriminator_recall"] > 0.2 and mean["discriminator_precision"] > 0.4, mean
 
 
-def test_mlm_baseline_trains(prepared, tmp_path):
+def test_mlm_baseline_trains_with_whole_word_masking(prepared, tmp_path):
+    """BERT's later recipe: the masked-LM objective over whole words of the data's tokenizer."""
     c = tiny_config(prepared["dir"], num_steps=30, log_every=10, learning_rate=3e-3)
     c.objective = "mlm"
+    c.pretrain.masking = "whole_word"
     pretrain(c, str(tmp_path / "mlm"))
     logs = read_metrics(str(tmp_path / "mlm"))
     assert logs[-1]["mlm_loss"] < logs[0]["mlm_loss"]

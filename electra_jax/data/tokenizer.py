@@ -13,6 +13,7 @@ import os
 import shutil
 from typing import Iterable, Iterator
 
+import numpy as np
 import sentencepiece as spm
 from tokenizers import (BertWordPieceTokenizer, Regex, Tokenizer as HFTokenizer, decoders, models, normalizers,
                         pre_tokenizers, processors)
@@ -40,6 +41,14 @@ class BaseTokenizer:
         raise NotImplementedError
 
     def id_to_piece(self, idx: int) -> str:
+        raise NotImplementedError
+
+    def word_starts(self) -> np.ndarray:
+        """[vocab_size] bool: the token begins a word (whole-word masking reads this)."""
+        return np.array([self.begins_word(self.id_to_piece(i)) for i in range(self.vocab_size)])
+
+    @staticmethod
+    def begins_word(piece: str) -> bool:
         raise NotImplementedError
 
     def encode_with_masks(self, text: str) -> list[int]:
@@ -98,6 +107,12 @@ class Tokenizer(BaseTokenizer):
     def id_to_piece(self, idx: int) -> str:
         return self.sp.id_to_piece(int(idx))
 
+    @staticmethod
+    def begins_word(piece: str) -> bool:
+        """SentencePiece marks the start of a word with "▁" (the space before it); special
+        tokens stand alone."""
+        return piece.startswith("▁") or piece in SPECIAL_TOKENS.values()
+
     def save_for_transformers(self, directory: str) -> None:
         """tokenizer.json (a `tokenizers` Unigram model with this vocabulary and scores) that
         transformers' PreTrainedTokenizerFast loads, plus the SentencePiece model itself."""
@@ -149,6 +164,11 @@ class WordPieceTokenizer(BaseTokenizer):
 
     def id_to_piece(self, idx: int) -> str:
         return self.tok.id_to_token(int(idx))
+
+    @staticmethod
+    def begins_word(piece: str) -> bool:
+        """WordPiece marks the pieces that continue a word with "##"."""
+        return not piece.startswith("##")
 
     def save_for_transformers(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
