@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import time
 
-from electra_jax.bench import SPECIAL_IDS, median_seconds, synthetic_batch, synthetic_task_batch
+from electra_jax.bench import synthetic_task_batch
+from electra_jax.step_bench import SPECIAL_IDS, median_seconds, synthetic_batch
 from electra_jax.config import max_predictions
 from electra_jax.finetune.features import IGNORE
 from electra_jax.finetune.run import INPUTS, PADDING_LOGIT, batch_length, cut_rows, epoch_batches

@@ -415,7 +415,7 @@ def cmd_search(argv: list[str]) -> dict:
 BENCH_USAGE = ("usage: electra-jax bench step --config C [--reference] [--tasks] [--profile DIR] [--config.a.b=v ...] | "
                "bench data --config C --config.data.dir=PREPARED [--step_seconds S] | "
                "bench finetune --config configs/finetune/C.py --config.init=DIR --workdir W [--reference] | "
-               "bench plan --config C --accelerator {v4,v5e,v5p,v100,a100,h100} --chips N")
+               "bench plan --config C --accelerator {v4,v5e,v5p,v100,a100,h100,rtx4090} --chips N [--fit]")
 
 
 def _define_bench_flags(flags, fv) -> None:
@@ -437,6 +437,8 @@ def _define_bench_flags(flags, fv) -> None:
     flags.DEFINE_integer("chips", 1, "bench plan: how many chips (host devices stand in for them)", flag_values=fv)
     flags.DEFINE_float("efficiency", 0.5, "bench plan: the share of the roofline a tuned step reaches",
                        flag_values=fv)
+    flags.DEFINE_bool("fit", False, "bench plan: choose the micro-batch, accumulation and remat that fit the chip "
+                      "and run fastest (plan.plan_fit)", flag_values=fv)
 
 
 def _bench_plan(fv) -> dict:
@@ -449,12 +451,12 @@ def _bench_plan(fv) -> dict:
                               f"--xla_force_host_platform_device_count={fv.chips}".strip()
     from electra_jax import plan
     config = fv.config
+    planner, report = (plan.plan_fit, plan.format_fit) if fv.fit else (plan.plan_run, plan.format_plan)
     try:
-        result = plan.plan_run(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips,
-                               fv.efficiency)
+        result = planner(config, config.model.vocab_size or fv.vocab_size, fv.accelerator, fv.chips, fv.efficiency)
     except ValueError as e:
         raise SystemExit(f"electra-jax bench plan: {e}")
-    print(plan.format_plan(result))
+    print(report(result))
     return result
 
 
@@ -470,19 +472,19 @@ def _bench_finetune(fv) -> dict:
 
 
 def _bench_step(fv) -> dict:
-    from electra_jax import bench, profile
+    from electra_jax import bench, profile, step_bench
     config = fv.config
     vocab = config.model.vocab_size or fv.vocab_size
     if fv.reference:  # a model the reference cannot build is refused before any compile, not after
         from electra_jax.bench_torch import bench_reference, bench_task_reference
         from electra_jax.hf import require_bert_attention
         require_bert_attention(config.model.attention_bias)
-    result = bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
+    result = step_bench.bench_step(config, vocab, steps=fv.steps, warmup=fv.warmup, profile_dir=fv.profile)
     if fv.matmul_peak:
-        result["matmul_peak_flops"] = bench.measured_matmul_peak(config.model.dtype)
+        result["matmul_peak_flops"] = step_bench.measured_matmul_peak(config.model.dtype)
         result["mfu_measured_peak"] = result["model_flops_per_second"] / result["matmul_peak_flops"]
     if result["device_kind"] == "cpu":
-        result["cpu_peak"] = bench.cpu_peak_flops()
+        result["cpu_peak"] = step_bench.cpu_peak_flops()
         result["mfu_physical_peak"] = result["model_flops_per_second"] / result["cpu_peak"]["peak_flops"]
     if fv.breakdown:
         result["breakdown"] = bench.step_breakdown(config, vocab)

@@ -18,7 +18,8 @@ from electra_jax.config import max_predictions
 from electra_jax.data.prepare import load_data_tokenizer, load_metadata
 from electra_jax.model import model_configs, network_params
 from electra_jax.sharding import strip_axis_names
-from electra_jax.train import build_model, init_params, load_run_config
+from electra_jax.step import build_model, init_params
+from electra_jax.train import load_run_config
 
 
 EXPORT_FORMAT = "electra-jax-export"

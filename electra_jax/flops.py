@@ -20,6 +20,13 @@ NOMINAL_PEAK_FLOPS = {
     "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "RTX 4090": 165e12,
     "V100": 125e12,
 }
+# What float32 matmuls run at where it differs from the bf16 peak: TF32 tensor cores (A100 and
+# later, XLA's default for float32 dots on them), CUDA cores on V100. TPUs run float32 dots at
+# JAX's default precision as one bf16 pass: the bf16 peak.
+NOMINAL_FLOAT32_PEAK_FLOPS = {
+    "H100": 495e12, "H200": 495e12, "A100": 156e12, "L4": 60e12, "A10G": 62.5e12, "RTX 4090": 82.6e12,
+    "V100": 15.7e12,
+}
 
 
 def encoder_flops_per_token(cfg: ModelConfig, seq_length: int) -> float:
@@ -50,6 +57,10 @@ def train_flops_per_step(config, vocab_size: int) -> dict:
     return parts
 
 
-def nominal_peak(device) -> float | None:
-    kind = getattr(device, "device_kind", "")
-    return next((v for k, v in NOMINAL_PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+def nominal_peak(device, dtype: str = "bfloat16") -> float | None:
+    """The datasheet matmul peak of a device for a compute dtype; None for CPUs and unknown devices."""
+    kind = getattr(device, "device_kind", "").lower()
+    bf16 = next((v for k, v in NOMINAL_PEAK_FLOPS.items() if k.lower() in kind), None)
+    if bf16 is None or dtype != "float32":
+        return bf16
+    return next((v for k, v in NOMINAL_FLOAT32_PEAK_FLOPS.items() if k.lower() in kind), bf16)

@@ -26,9 +26,9 @@ import flax.linen as nn
 from jax._src.ad_checkpoint import saved_residuals  # public only as print_saved_residuals
 
 from electra_jax import sharding
-from electra_jax.bench import SPECIAL_IDS
+from electra_jax.step_bench import SPECIAL_IDS
 from electra_jax.flops import train_flops_per_step
-from electra_jax.train import build_training, init_params, make_train_step, plan_train_state
+from electra_jax.step import build_training, init_params, make_train_step, plan_train_state, train_state_bytes
 
 GIB = 2 ** 30
 
@@ -58,7 +58,16 @@ ACCELERATORS = {
                         "float32 matmuls run as TF32 on the tensor cores (156 TFLOP/s)"),
     "h100": Accelerator("H100 SXM", 989e12, 495e12, 80 * GIB, 3.35e12, 4.5e11,
                         "float32 matmuls run as TF32 on the tensor cores (495 TFLOP/s)"),
+    # a 24 GB workstation card: bf16 with float32 accumulation runs at half the fp16-accumulate
+    # rate on GeForce parts; GPUs talk over PCIe 4.0 x16 (no NVLink)
+    "rtx4090": Accelerator("RTX 4090 24GB", 165e12, 82.6e12, 24 * GIB, 1.008e12, 3.2e10,
+                           "float32 matmuls run as TF32 on the tensor cores (82.6 TFLOP/s)"),
 }
+
+# What `plan_fit` tries, cheapest in compute first, and the share of a chip's memory a plan may
+# fill (the rest: XLA's workspace, fragmentation, the runtime's own buffers).
+REMAT_CHOICES = ("none", "dots_with_no_batch_dims_saveable", "full")
+MEMORY_HEADROOM = 0.9
 
 _COLLECTIVE = re.compile(
     r"= (\(.*?\)|\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\((.*)$", re.M)
@@ -136,18 +145,27 @@ def compile_step(config, vocab_size: int, devices) -> tuple:
         return step.lower(plan.abstract, batch, rng).compile(), mesh, plan.abstract
 
 
-def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
-    """Memory per chip, roofline step time, tokens/s, days and chip-hours to config.train.num_steps."""
+def checked_accelerator(accelerator: str, efficiency: float) -> Accelerator:
     if accelerator not in ACCELERATORS:
         raise ValueError(f"--accelerator={accelerator!r}: choose one of {sorted(ACCELERATORS)}")
     if not 0 < efficiency <= 1:
         raise ValueError(f"--efficiency={efficiency}: a share of the roofline, in (0, 1]")
+    return ACCELERATORS[accelerator]
+
+
+def stand_in_devices(devices, chips: int) -> list:
+    """The first `chips` devices of this process (host CPU devices stand in for the chips)."""
     devices = list(devices if devices is not None else jax.devices())
     if len(devices) < chips:
         raise ValueError(f"--chips={chips} but this process has {len(devices)} devices: run with "
                          f"XLA_FLAGS=--xla_force_host_platform_device_count={chips}")
-    chip = ACCELERATORS[accelerator]
-    compiled, mesh, state = compile_step(config, vocab_size, devices[:chips])
+    return devices[:chips]
+
+
+def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
+    """Memory per chip, roofline step time, tokens/s, days and chip-hours to config.train.num_steps."""
+    chip = checked_accelerator(accelerator, efficiency)
+    compiled, mesh, state = compile_step(config, vocab_size, stand_in_devices(devices, chips))
     parameter_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -178,6 +196,75 @@ def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: 
         num_steps=steps, days=steps * step / 86400, chip_hours=steps * step * chips / 3600,
         assumptions=("max(compute, HBM) per step + ring collectives not overlapped, divided by the efficiency; "
                      "costs from XLA's CPU compiler for the per-chip program"))
+
+
+def memory_per_chip(config, vocab_size: int, devices, micro_batch_per_chip: int) -> dict:
+    """Bytes per chip of a step: parameters and optimizer state (from their shardings), gradients
+    (sharded as the parameters; twice with accumulation: the running sum and the micro-batch's),
+    and the activations one micro-batch keeps for the backward pass (activation_bytes, which
+    model.remat changes). Counted from the program, so it holds for any accelerator's compiler."""
+    state = train_state_bytes(config, vocab_size, devices)
+    accumulating = config.train.get("grad_accum_steps", 1) > 1
+    gradients = state["params_per_device"] * (2 if accumulating else 1)
+    activations = activation_bytes(config, vocab_size, micro_batch_per_chip)
+    return dict(state=state["per_device"], gradients=gradients, activations=activations,
+                total=state["per_device"] + gradients + activations)
+
+
+def plan_fit(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
+    """For each of REMAT_CHOICES, the largest micro-batch per chip (a power of two) whose step fits
+    MEMORY_HEADROOM of the chip's memory, the accumulation that makes up config.train.batch_size,
+    and the step's time: the micro-batch step planned by plan_run (its compiled FLOPs include what
+    remat recomputes) times the accumulation steps. The fastest fitting row is the plan."""
+    chip = checked_accelerator(accelerator, efficiency)
+    devices = stand_in_devices(devices, chips)
+    mesh = sharding.make_mesh(config, devices)
+    data_parallel = sharding.data_parallel_size(mesh)
+    batch = config.train.batch_size
+    per_chip = batch // data_parallel
+    micro_sizes = [m for m in (2 ** i for i in range(per_chip.bit_length(), -1, -1)) if m <= per_chip and not per_chip % m]
+    rows = []
+    for remat in REMAT_CHOICES:
+        c = config.copy_and_resolve_references()
+        c.model.remat = remat
+        for micro in micro_sizes:
+            c.train.grad_accum_steps = per_chip // micro
+            memory = memory_per_chip(c, vocab_size, devices, micro)
+            if memory["total"] <= MEMORY_HEADROOM * chip.hbm_bytes:
+                break
+        else:
+            rows.append(dict(remat=remat, fits=False, memory_gib=memory["total"] / GIB, micro_batch_per_chip=micro))
+            continue
+        accum = c.train.grad_accum_steps
+        c.train.update(batch_size=micro * data_parallel, grad_accum_steps=1)
+        micro_step = plan_run(c, vocab_size, accelerator, chips, efficiency, devices)
+        step = accum * micro_step["step_seconds"]
+        rows.append(dict(remat=remat, fits=True, micro_batch_per_chip=micro, grad_accum_steps=accum,
+                         memory_gib=memory["total"] / GIB, memory_parts_gib={k: v / GIB for k, v in memory.items()},
+                         step_seconds=step, sequences_per_second=batch / step,
+                         tokens_per_second=batch * config.data.seq_length / step,
+                         mfu=micro_step["mfu"], days=config.train.num_steps * step / 86400,
+                         bound="compute" if micro_step["compute_seconds"] >= micro_step["memory_seconds"] else "HBM"))
+    fitting = [r for r in rows if r["fits"]]
+    best = min(fitting, key=lambda r: r["step_seconds"]) if fitting else None
+    return dict(accelerator=chip.name, chips=chips, batch_size=batch, seq_length=config.data.seq_length,
+                compute_dtype=config.model.dtype, hbm_per_chip_gib=chip.hbm_bytes / GIB, efficiency=efficiency,
+                num_steps=config.train.num_steps, options=rows, plan=best)
+
+
+def format_fit(p: dict) -> str:
+    lines = [f"{p['chips']} x {p['accelerator']} ({p['hbm_per_chip_gib']:.0f} GiB), batch {p['batch_size']} x "
+             f"{p['seq_length']}, {p['compute_dtype']}, at {p['efficiency']:.0%} of the roofline:",
+             "| remat | micro-batch per chip | accumulation | memory GiB | step s | sequences/s | MFU | days | |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in p["options"]:
+        if not r["fits"]:
+            lines.append(f"| {r['remat']} | {r['micro_batch_per_chip']} | | {r['memory_gib']:.1f} | does not fit | | | | |")
+            continue
+        chosen = "**plan**" if r is p["plan"] else ""
+        lines.append(f"| {r['remat']} | {r['micro_batch_per_chip']} | {r['grad_accum_steps']} | {r['memory_gib']:.1f} | "
+                     f"{r['step_seconds']:.3f} | {r['sequences_per_second']:,.0f} | {r['mfu']:.0%} | {r['days']:.1f} | {chosen} |")
+    return "\n".join(lines)
 
 
 def format_plan(p: dict) -> str:

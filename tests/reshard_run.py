@@ -7,7 +7,7 @@ import numpy as np
 
 from electra_jax import sharding
 from electra_jax.checkpoint import Checkpointer, abstract_like
-from electra_jax.train import build_training, create_train_state
+from electra_jax.step import build_training, create_train_state
 from sharded_run import SEQ, SPECIAL, VOCAB, config_for
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from electra_jax import sharding
 from electra_jax.config import apply_overrides, default_config
-from electra_jax.train import build_training, create_train_state, make_train_step
+from electra_jax.step import build_training, create_train_state, make_train_step
 
 VOCAB, SEQ, BATCH, STEPS = 256, 32, 16, 3
 SPECIAL = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
@@ -84,7 +84,7 @@ def main():
     if a.coordinator:
         jax.distributed.initialize(a.coordinator, num_processes=a.num_processes, process_id=a.process_id)
     if a.memory:
-        from electra_jax.train import train_state_bytes
+        from electra_jax.step import train_state_bytes
         out = {}
         for spec in a.meshes:
             config = default_config(a.memory)

@@ -178,7 +178,7 @@ def test_bench_finetune_trains_both_frameworks(tmp_path):
 def test_cpu_peak_is_the_product_of_its_factors():
     """The physical peak of this repository's machine (2 AMD cores, AVX2 + FMA, 2.445 GHz): 157
     GFLOP/s; AVX-512 doubles the lanes."""
-    from electra_jax.bench import cpu_peak_flops
+    from electra_jax.step_bench import cpu_peak_flops
     info = "processor\t: 0\ncpu MHz\t\t: 2445.404\nflags\t\t: fpu sse2 avx fma avx2\n" * 2
     peak = cpu_peak_flops(info, cores=2)
     assert peak["peak_flops"] == pytest.approx(2 * 2 * 8 * 2 * 2.445404e9)

@@ -90,3 +90,38 @@ def test_study_on_device_runs_its_cpu_path_end_to_end(shared_data, tmp_path):
     missing = subprocess.run(["bash", str(REPO / "launch" / "study_on_device.sh"), str(tmp_path / "out2")],
                              env=dict(env, DEVICE_DATA=str(tmp_path / "nowhere")), capture_output=True, text=True)
     assert missing.returncode == 2 and "run 'python tools/pack_device_study.py" in missing.stderr
+
+
+# The packages an accelerator host is not assumed to have: the device check must not import them.
+NOT_ON_THE_DEVICE_HOST = ("grain", "array_record", "tokenizers", "tensorboardX", "tqdm", "torch", "transformers",
+                          "safetensors", "sklearn", "matplotlib", "tensorflow_datasets")
+IMPORT_BLOCKER = '''import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"{{name}} is not installed on this host")
+sys.meta_path.insert(0, Block())
+'''
+
+
+def test_device_check_runs_its_cpu_path_without_the_data_and_logging_stack(tmp_path):
+    """launch/device_check.sh on this CPU (ELECTRA-Tiny, one timed step per dtype) with the
+    packages an accelerator host lacks made unimportable: both dtypes timed, the JSON written; with
+    ml-collections missing too and no wheel folder, it says what to do."""
+    site = tmp_path / "host"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(IMPORT_BLOCKER.format(blocked=set(NOT_ON_THE_DEVICE_HOST)))
+    env = dict(os.environ, PYTHONPATH=str(site), PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    out = tmp_path / "check.json"
+    r = subprocess.run(["bash", str(REPO / "launch" / "device_check.sh"), str(out), "--sizes", "tiny", "--steps", "1",
+                        "--warmup", "0", "--vocab_size", "1000"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["platform"] == "cpu" and [c["dtype"] for c in result["cases"]] == ["float32", "bfloat16"]
+    assert all(c["tokens_per_second"] > 0 and c["memory_bytes"]["peak"] > 0 for c in result["cases"])
+    assert "tokens/s" in r.stdout and "MFU n/a" in r.stdout
+
+    (site / "sitecustomize.py").write_text(IMPORT_BLOCKER.format(blocked={"ml_collections"}))
+    missing = subprocess.run(["bash", str(REPO / "launch" / "device_check.sh"), str(out)],
+                             env=dict(env, WHEELS=str(tmp_path / "no_wheels")), capture_output=True, text=True)
+    assert missing.returncode == 2 and "holds no wheel of it" in missing.stderr

@@ -1,5 +1,5 @@
 """The step-time experiments of docs/performance.md that did not become code: each variant is the
-real train step with one thing changed, timed by bench.bench_step in its own process (environment
+real train step with one thing changed, timed by step_bench.bench_step in its own process (environment
 variables such as the PRNG and XLA flags take effect at start-up), one after another in one run so
 that their ratios to the baseline are comparable.
 
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax import bench, cli, objective, train
+from electra_jax import cli, objective, step, step_bench
 from electra_jax import model as model_lib
 
 # name -> (environment, config overrides, code change)
@@ -45,8 +45,10 @@ VARIANTS = {
 }
 
 
-def _gumbel_max(rng, logits, temperature, block=None):
-    """The sampler before: Gumbel noise over the whole vocabulary, then argmax."""
+def _gumbel_max(uniform, logits, temperature, block=None):
+    """The sampler before: Gumbel noise over the whole vocabulary, then argmax (its key is made
+    from the step's uniform numbers, which the inverse-CDF sampler would have used)."""
+    rng = jax.random.key(jnp.sum(jax.lax.bitcast_convert_type(uniform, jnp.uint32)))
     logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
     return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
 
@@ -92,8 +94,8 @@ def _apply_code_change(change: str | None) -> None:
     elif change == "fused_qkv":
         _fused_qkv_attention()
     elif change == "flatten":  # optax.flatten: the optimizer over one concatenated vector
-        make = train.make_optimizer
-        train.make_optimizer = lambda *a, **k: optax.flatten(make(*a, **k))
+        make = step.make_optimizer
+        step.make_optimizer = lambda *a, **k: optax.flatten(make(*a, **k))
 
 
 def _run_one(name: str, argv: list[str]) -> dict:
@@ -113,7 +115,7 @@ def main(argv: list[str]) -> None:
             "steps", 6, "timed steps", flag_values=fv))
         if not fv.config.model.vocab_size:
             raise SystemExit("perf_variants: set --config.model.vocab_size (the vocabulary of the synthetic batches)")
-        result = bench.bench_step(fv.config, fv.config.model.vocab_size, steps=fv.steps, warmup=1)
+        result = step_bench.bench_step(fv.config, fv.config.model.vocab_size, steps=fv.steps, warmup=1)
         print(json.dumps(dict(variant=argv[1], step_seconds=result["step_seconds"], loss=result["loss"])))
         return
     names, out_file = list(VARIANTS), None
