@@ -162,34 +162,51 @@ def stand_in_devices(devices, chips: int) -> list:
     return devices[:chips]
 
 
+_PROGRAM_COSTS: dict = {}
+
+
+def program_costs(config, vocab_size: int, devices) -> dict:
+    """What the compiled per-chip program of a step costs, whatever the chip: XLA's FLOPs and bytes
+    accessed, its memory (arguments + temporaries + outputs - donated), the bytes its collectives
+    send, the parameter bytes. Remembered per (config, devices): plans for several accelerators
+    compile each program once."""
+    key = (config.to_json_best_effort(sort_keys=True), vocab_size, tuple(d.id for d in devices))
+    if key not in _PROGRAM_COSTS:
+        compiled, mesh, state = compile_step(config, vocab_size, devices)
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        memory = compiled.memory_analysis()
+        _PROGRAM_COSTS[key] = dict(
+            mesh=dict(mesh.shape), flops=cost["flops"], bytes_accessed=cost["bytes accessed"],
+            memory_bytes=(memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+                          - memory.alias_size_in_bytes),
+            collective_bytes=collective_seconds(compiled.as_text(), len(devices), 1.0)["bytes_sent_by_kind"],
+            parameter_bytes=sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params)))
+    return _PROGRAM_COSTS[key]
+
+
 def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
     """Memory per chip, roofline step time, tokens/s, days and chip-hours to config.train.num_steps."""
     chip = checked_accelerator(accelerator, efficiency)
-    compiled, mesh, state = compile_step(config, vocab_size, stand_in_devices(devices, chips))
-    parameter_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    memory = compiled.memory_analysis()
-    memory_bytes = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
-                    - memory.alias_size_in_bytes)
+    costs = program_costs(config, vocab_size, stand_in_devices(devices, chips))
     bf16 = config.model.dtype == "bfloat16"
     peak = chip.bf16_flops if bf16 else chip.float32_flops
-    compute = cost["flops"] / peak
-    hbm = cost["bytes accessed"] / chip.hbm_bytes_per_second
-    collectives = collective_seconds(compiled.as_text(), chips, chip.link_bytes_per_second)
-    roofline = max(compute, hbm) + collectives["seconds"]
+    compute = costs["flops"] / peak
+    hbm = costs["bytes_accessed"] / chip.hbm_bytes_per_second
+    collectives = sum(costs["collective_bytes"].values()) / chip.link_bytes_per_second
+    roofline = max(compute, hbm) + collectives
     step = roofline / efficiency
     tokens = config.train.batch_size * config.data.seq_length
     steps = config.train.num_steps
     model_flops = train_flops_per_step(config, vocab_size)["total"]
     return dict(
-        accelerator=chip.name, chips=chips, mesh=dict(mesh.shape), compute_dtype=config.model.dtype,
+        accelerator=chip.name, chips=chips, mesh=costs["mesh"], compute_dtype=config.model.dtype,
         peak_flops_per_chip=peak, float32_note=None if bf16 else chip.float32_note,
-        memory_per_chip_gib=memory_bytes / GIB, hbm_per_chip_gib=chip.hbm_bytes / GIB,
-        fits=memory_bytes <= chip.hbm_bytes, parameter_bytes=parameter_bytes,
-        xla_flops_per_chip=cost["flops"], model_flops_per_step=model_flops,
-        bytes_accessed_per_chip=cost["bytes accessed"], collective_bytes_sent_per_chip=collectives["bytes_sent_by_kind"],
-        compute_seconds=compute, memory_seconds=hbm, collective_seconds=collectives["seconds"],
+        memory_per_chip_gib=costs["memory_bytes"] / GIB, hbm_per_chip_gib=chip.hbm_bytes / GIB,
+        fits=costs["memory_bytes"] <= chip.hbm_bytes, parameter_bytes=costs["parameter_bytes"],
+        xla_flops_per_chip=costs["flops"], model_flops_per_step=model_flops,
+        bytes_accessed_per_chip=costs["bytes_accessed"], collective_bytes_sent_per_chip=costs["collective_bytes"],
+        compute_seconds=compute, memory_seconds=hbm, collective_seconds=collectives,
         roofline_step_seconds=roofline, efficiency=efficiency, step_seconds=step,
         tokens_per_second=tokens / step, sequences_per_second=config.train.batch_size / step,
         mfu=model_flops / step / (peak * chips),

@@ -1,10 +1,13 @@
 """Options that trade compute for memory without changing the update: gradient accumulation
 (train.grad_accum_steps) and activation checkpointing (model.remat)."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from electra_jax.plan import activation_bytes, compile_step
+from electra_jax.plan import (ACCELERATORS, MEMORY_HEADROOM, REMAT_CHOICES, activation_bytes, compile_step, format_fit,
+                              plan_fit)
 from sharded_run import config_for, run
 
 
@@ -57,3 +60,23 @@ def test_remat_keeps_fewer_activations_and_accumulation_needs_less_memory():
     c.train.grad_accum_steps = 4
     accumulated = compile_step(c, 256, jax.devices()[:1])[0].memory_analysis().temp_size_in_bytes
     assert accumulated < 0.5 * plain
+
+
+def test_the_planner_fits_micro_batch_accumulation_and_remat_to_the_chip(monkeypatch):
+    """bench plan --fit on a chip with 40 MiB: without remat only small micro-batches fit, with
+    full remat larger ones; every row's micro-batches make up the batch, fits the memory it
+    claims, and the plan is the fastest row that fits."""
+    tiny_chip = dataclasses.replace(ACCELERATORS["v5e"], name="40 MiB test chip", hbm_bytes=40 * 2 ** 20)
+    monkeypatch.setitem(ACCELERATORS, "test", tiny_chip)
+    c = config_for("data=1")
+    c.model.update(num_layers=4, hidden_size=128, intermediate_size=512, num_heads=2)
+    c.train.batch_size, c.data.seq_length = 64, 64
+    p = plan_fit(c, 256, "test", 1)
+    rows = {r["remat"]: r for r in p["options"]}
+    assert set(rows) == set(REMAT_CHOICES) and all(r["fits"] for r in rows.values())
+    for r in rows.values():
+        assert r["micro_batch_per_chip"] * r["grad_accum_steps"] == 64
+        assert r["memory_gib"] * 2 ** 30 <= MEMORY_HEADROOM * tiny_chip.hbm_bytes
+    assert rows["none"]["micro_batch_per_chip"] < rows["full"]["micro_batch_per_chip"]
+    assert p["plan"] is min(rows.values(), key=lambda r: r["step_seconds"])
+    assert "**plan**" in format_fit(p)
