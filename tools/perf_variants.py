@@ -4,7 +4,9 @@ variables such as the PRNG and XLA flags take effect at start-up), one after ano
 that their ratios to the baseline are comparable.
 
     python tools/perf_variants.py --config configs/electra_small.py --config.model.vocab_size=30522 \\
-        --config.train.batch_size=32 --config.data.seq_length=128 [--variants a,b] [--json F]
+        --config.train.batch_size=32 --config.data.seq_length=128 [--variants a,b] [--json F] [--tasks]
+
+--tasks times the fine-tuning step and the batched forward (bench.bench_task_steps) instead.
 
 A research tool, not part of the package (nothing in electra_jax imports it).
 
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax import cli, objective, step, step_bench
+from electra_jax import bench, cli, objective, step, step_bench
 from electra_jax import model as model_lib
 
 # name -> (environment, config overrides, code change)
@@ -111,10 +113,16 @@ def _run_one(name: str, argv: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--one":
         _apply_code_change(VARIANTS[argv[1]][2])
-        fv = cli._config_command_flags(argv[2:], "perf_variants", lambda flags, fv: flags.DEFINE_integer(
-            "steps", 6, "timed steps", flag_values=fv))
+        def flags_of(flags, fv):
+            flags.DEFINE_integer("steps", 6, "timed steps", flag_values=fv)
+            flags.DEFINE_bool("tasks", False, "time the fine-tuning step and the forward", flag_values=fv)
+        fv = cli._config_command_flags(argv[2:], "perf_variants", flags_of)
         if not fv.config.model.vocab_size:
             raise SystemExit("perf_variants: set --config.model.vocab_size (the vocabulary of the synthetic batches)")
+        if fv.tasks:
+            tasks = bench.bench_task_steps(fv.config, fv.config.model.vocab_size, steps=fv.steps, warmup=1)
+            print(json.dumps(dict(variant=argv[1], step_seconds=tasks["inference_seconds"], **tasks)))
+            return
         result = step_bench.bench_step(fv.config, fv.config.model.vocab_size, steps=fv.steps, warmup=1)
         print(json.dumps(dict(variant=argv[1], step_seconds=result["step_seconds"], loss=result["loss"])))
         return
@@ -134,7 +142,8 @@ def main(argv: list[str]) -> None:
     for name in names:
         results.append(_run_one(name, rest))
         base = results[0]["step_seconds"]
-        print(f"{name:40s} {results[-1]['step_seconds']:.3f} s  ({results[-1]['step_seconds'] / base:.2f}x the first)",
+        print(f"{name:40s} {results[-1]['step_seconds']:.3f} s  ({results[-1]['step_seconds'] / base:.2f}x the first)"
+              + (f"  fine-tuning step {results[-1]['finetune_step_seconds']:.3f} s" if "--tasks" in rest else ""),
               flush=True)
     if out_file:
         with open(out_file, "w") as f:
