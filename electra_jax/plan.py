@@ -2,18 +2,20 @@
 devices standing in for the chips), its compiled cost read back, and a roofline over a chip's
 published peak, memory bandwidth and interconnect.
 
-What it reads from the compiled per-device program: FLOPs and bytes accessed (XLA's cost
-analysis), the bytes each collective moves (all-reduce, all-gather, reduce-scatter, all-to-all,
-collective-permute, from their shapes and replica groups), and the memory the step needs (XLA's
-memory analysis: arguments + temporaries + outputs - donated aliases).
+What it reads from the compiled per-device program: FLOPs (XLA's cost analysis, recomputation
+under remat included), the bytes each collective moves (all-reduce, all-gather, reduce-scatter,
+all-to-all, collective-permute, from their shapes and replica groups), and XLA's memory analysis.
+What it counts from the program itself: the activations the backward pass keeps (jax's saved
+residuals, which model.remat changes), and from them the step's memory per chip and the HBM
+traffic a fused accelerator program cannot avoid (hbm_traffic_bytes).
 
 The model, stated once: compute time = FLOPs / peak (bf16 peak for bfloat16 compute; the float32
-rate otherwise), memory time = bytes / HBM bandwidth, and the chip does whichever is longer
+rate otherwise), memory time = that traffic / HBM bandwidth, and the chip does whichever is longer
 (perfect overlap of the two); collectives run on a ring over the chip's interconnect and are not
 overlapped with compute. That roofline is a floor; real steps reach a fraction of it (`efficiency`,
 the share of the roofline a tuned step achieves: a stated assumption, default 0.5).
-Caveat: the costs come from XLA's CPU compiler, whose fusion differs from the TPU/GPU compilers',
-so bytes accessed (and memory) are an estimate of what the accelerator's compiler would produce.
+XLA's CPU compiler fuses far less than the TPU/GPU compilers: its `bytes accessed` is reported
+beside (xla_cpu_bytes_seconds) but not used, and its memory analysis does not show what remat saves.
 """
 from __future__ import annotations
 
@@ -185,14 +187,34 @@ def program_costs(config, vocab_size: int, devices) -> dict:
     return _PROGRAM_COSTS[key]
 
 
+def hbm_traffic_bytes(config, vocab_size: int, devices) -> dict:
+    """The bytes a step must move through a chip's HBM at least, by what they are: the parameters
+    read by the forward and twice by the backward (inputs' and weights' gradients) and the gradients
+    written; the optimizer reading and writing its state (parameters and moments) and reading the
+    gradients; the activations the forward keeps, written once and read back by the backward
+    (activation_bytes, for the chip's share of the batch). Intermediates a fused kernel keeps on
+    chip are not counted, so this is a floor, as a tuned accelerator program approaches it; XLA's
+    CPU compiler fuses far less, and its `bytes accessed` (reported beside) is several times this."""
+    state = train_state_bytes(config, vocab_size, devices)
+    mesh = sharding.make_mesh(config, devices)
+    per_chip_batch = config.train.batch_size // sharding.data_parallel_size(mesh)
+    parameters = 4 * state["params_per_device"]
+    optimizer = 2 * state["per_device"] + state["params_per_device"]
+    activations = 2 * activation_bytes(config, vocab_size, per_chip_batch)
+    return dict(parameters=parameters, optimizer=optimizer, activations=activations,
+                total=parameters + optimizer + activations)
+
+
 def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: float = 0.5, devices=None) -> dict:
     """Memory per chip, roofline step time, tokens/s, days and chip-hours to config.train.num_steps."""
     chip = checked_accelerator(accelerator, efficiency)
-    costs = program_costs(config, vocab_size, stand_in_devices(devices, chips))
+    devices = stand_in_devices(devices, chips)
+    costs = program_costs(config, vocab_size, devices)
+    traffic = hbm_traffic_bytes(config, vocab_size, devices)
     bf16 = config.model.dtype == "bfloat16"
     peak = chip.bf16_flops if bf16 else chip.float32_flops
     compute = costs["flops"] / peak
-    hbm = costs["bytes_accessed"] / chip.hbm_bytes_per_second
+    hbm = traffic["total"] / chip.hbm_bytes_per_second
     collectives = sum(costs["collective_bytes"].values()) / chip.link_bytes_per_second
     roofline = max(compute, hbm) + collectives
     step = roofline / efficiency
@@ -205,14 +227,16 @@ def plan_run(config, vocab_size: int, accelerator: str, chips: int, efficiency: 
         memory_per_chip_gib=costs["memory_bytes"] / GIB, hbm_per_chip_gib=chip.hbm_bytes / GIB,
         fits=costs["memory_bytes"] <= chip.hbm_bytes, parameter_bytes=costs["parameter_bytes"],
         xla_flops_per_chip=costs["flops"], model_flops_per_step=model_flops,
-        bytes_accessed_per_chip=costs["bytes_accessed"], collective_bytes_sent_per_chip=costs["collective_bytes"],
+        hbm_traffic_bytes_per_chip=traffic, xla_cpu_bytes_accessed_per_chip=costs["bytes_accessed"],
+        collective_bytes_sent_per_chip=costs["collective_bytes"],
         compute_seconds=compute, memory_seconds=hbm, collective_seconds=collectives,
+        xla_cpu_bytes_seconds=costs["bytes_accessed"] / chip.hbm_bytes_per_second,
         roofline_step_seconds=roofline, efficiency=efficiency, step_seconds=step,
         tokens_per_second=tokens / step, sequences_per_second=config.train.batch_size / step,
         mfu=model_flops / step / (peak * chips),
         num_steps=steps, days=steps * step / 86400, chip_hours=steps * step * chips / 3600,
-        assumptions=("max(compute, HBM) per step + ring collectives not overlapped, divided by the efficiency; "
-                     "costs from XLA's CPU compiler for the per-chip program"))
+        assumptions=("max(compute, HBM traffic floor) per step + ring collectives not overlapped, divided by the "
+                     "efficiency; FLOPs and collectives from XLA's CPU compiler for the per-chip program"))
 
 
 def memory_per_chip(config, vocab_size: int, devices, micro_batch_per_chip: int) -> dict:

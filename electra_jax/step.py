@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from electra_jax import sharding
 from electra_jax.model import ElectraPretrainer, MaskedLM, model_configs
-from electra_jax.objective import LOSSES, ObjectiveConfig
+from electra_jax.objective import LOSSES, Objective, ObjectiveConfig
 from electra_jax.optim import learning_rate_schedule, make_optimizer, scale_generator_updates
 
 
@@ -44,7 +44,7 @@ class Training(NamedTuple):
     """What a pretraining config builds: the model, its objective and the optimizer."""
     model: nn.Module
     objective: ObjectiveConfig
-    loss_fn: Callable
+    loss_fn: Objective  # called: the whole-batch loss; its parts: what the step composes
     schedule: optax.Schedule
     tx: optax.GradientTransformation
     accum_steps: int = 1  # micro-batches per update (train.grad_accum_steps)
