@@ -2,13 +2,15 @@
 (train.grad_accum_steps) and activation checkpointing (model.remat)."""
 import dataclasses
 
+import flax
 import jax
 import numpy as np
 import pytest
 
 from electra_jax.plan import (ACCELERATORS, MEMORY_HEADROOM, REMAT_CHOICES, activation_bytes, compile_step, format_fit,
-                              plan_fit)
-from sharded_run import config_for, run
+                              memory_per_chip, plan_fit)
+from electra_jax.step import build_training, init_params
+from sharded_run import SEQ, SPECIAL, VOCAB, config_for, global_batches, run
 
 
 @pytest.mark.parametrize("objective", ["electra", "mlm"])
@@ -28,16 +30,24 @@ def test_four_micro_batches_give_the_full_batch_update(objective):
         np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
 
 
-def test_remat_policies_train_exactly_as_without():
-    """Recomputing activations in the backward pass changes no number: three updates with dropout
-    on (the recomputation redraws the same masks) equal the run without remat."""
-    runs = {remat: run("data=1", jax.devices()[:1], overrides=[("model.remat", remat)])
-            for remat in ("none", "full", "dots_with_no_batch_dims_saveable")}
-    losses, params = runs.pop("none")
-    for remat, (other_losses, other_params) in runs.items():
-        np.testing.assert_allclose(other_losses, losses, rtol=1e-6, err_msg=remat)
-        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other_params)):
-            np.testing.assert_allclose(b, a, atol=1e-6, rtol=0, err_msg=remat)
+def test_remat_policies_give_the_gradients_without_remat():
+    """Recomputing activations in the backward pass changes no number: the gradient of the ELECTRA
+    loss with dropout on (the recomputation redraws the same masks) under each policy equals the
+    gradient without remat."""
+    batch = {k: jax.numpy.asarray(v) for k, v in next(global_batches()).items()}
+    grads = {}
+    for remat in ("none", "full", "dots_with_no_batch_dims_saveable"):
+        c = config_for("data=1")
+        c.model.remat = remat
+        t = build_training(c, VOCAB, SPECIAL)
+        params = flax.linen.unbox(init_params(t.model, SEQ, t.objective.max_predictions, jax.random.key(0)))
+        loss = lambda p: t.loss_fn(p, t.model, batch, jax.random.key(1), t.objective)[0]
+        grads[remat] = jax.jit(jax.grad(loss))(params)
+    reference = jax.tree.leaves(grads.pop("none"))
+    assert sum(float(np.abs(g).sum()) for g in reference) > 0
+    for remat, other in grads.items():
+        for a, b in zip(reference, jax.tree.leaves(other)):
+            np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5, err_msg=remat)
 
 
 def test_remat_keeps_fewer_activations_and_accumulation_needs_less_memory():
@@ -45,7 +55,7 @@ def test_remat_keeps_fewer_activations_and_accumulation_needs_less_memory():
     policy (full keeps little more than each layer's input); XLA's memory analysis of the
     compiled step falls with 4 micro-batches."""
     c = config_for("data=1")
-    c.model.update(num_layers=4, hidden_size=128, intermediate_size=512, num_heads=2)
+    c.model.update(num_layers=3, hidden_size=128, intermediate_size=512, num_heads=2)
     c.train.batch_size, c.data.seq_length = 32, 64
     kept = {}
     for remat in ("none", "dots_with_no_batch_dims_saveable", "full"):
@@ -53,7 +63,7 @@ def test_remat_keeps_fewer_activations_and_accumulation_needs_less_memory():
         kept[remat] = activation_bytes(c, 256, 32)
     assert kept["full"] < 0.15 * kept["none"] and kept["full"] < kept["dots_with_no_batch_dims_saveable"] < kept["none"]
     # one layer's input, [32, 64, 128] float32, is kept per discriminator layer at least
-    assert kept["full"] >= 4 * 32 * 64 * 128 * 4
+    assert kept["full"] >= 3 * 32 * 64 * 128 * 4
 
     c.model.remat = "none"
     plain = compile_step(c, 256, jax.devices()[:1])[0].memory_analysis().temp_size_in_bytes
@@ -63,20 +73,20 @@ def test_remat_keeps_fewer_activations_and_accumulation_needs_less_memory():
 
 
 def test_the_planner_fits_micro_batch_accumulation_and_remat_to_the_chip(monkeypatch):
-    """bench plan --fit on a chip with 40 MiB: without remat only small micro-batches fit, with
-    full remat larger ones; every row's micro-batches make up the batch, fits the memory it
-    claims, and the plan is the fastest row that fits."""
-    tiny_chip = dataclasses.replace(ACCELERATORS["v5e"], name="40 MiB test chip", hbm_bytes=40 * 2 ** 20)
-    monkeypatch.setitem(ACCELERATORS, "test", tiny_chip)
+    """bench plan --fit on a chip too small for the whole batch without remat: without remat a
+    smaller micro-batch fits, with full remat a larger one; every row's micro-batches make up the
+    batch and fit the memory it claims, and the plan is the fastest row that fits."""
     c = config_for("data=1")
-    c.model.update(num_layers=4, hidden_size=128, intermediate_size=512, num_heads=2)
-    c.train.batch_size, c.data.seq_length = 64, 64
-    p = plan_fit(c, 256, "test", 1)
+    c.train.batch_size = 64
+    whole_batch = memory_per_chip(c, VOCAB, jax.devices()[:1], 64)["total"]
+    small_chip = dataclasses.replace(ACCELERATORS["v5e"], name="test chip", hbm_bytes=int(0.6 * whole_batch))
+    monkeypatch.setitem(ACCELERATORS, "test", small_chip)
+    p = plan_fit(c, VOCAB, "test", 1)
     rows = {r["remat"]: r for r in p["options"]}
     assert set(rows) == set(REMAT_CHOICES) and all(r["fits"] for r in rows.values())
     for r in rows.values():
         assert r["micro_batch_per_chip"] * r["grad_accum_steps"] == 64
-        assert r["memory_gib"] * 2 ** 30 <= MEMORY_HEADROOM * tiny_chip.hbm_bytes
-    assert rows["none"]["micro_batch_per_chip"] < rows["full"]["micro_batch_per_chip"]
+        assert r["memory_gib"] * 2 ** 30 <= MEMORY_HEADROOM * small_chip.hbm_bytes
+    assert rows["none"]["micro_batch_per_chip"] < 64 and rows["none"]["micro_batch_per_chip"] < rows["full"]["micro_batch_per_chip"]
     assert p["plan"] is min(rows.values(), key=lambda r: r["step_seconds"])
     assert "**plan**" in format_fit(p)
