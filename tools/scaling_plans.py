@@ -29,10 +29,9 @@ GPU_AND_TPU = ("v4", "v5e", "v5p", "a100", "h100", "rtx4090")
 # (name, size, seq, batch, accelerator, chips, mesh)
 PER_CHIP = [(f"{size}/{chip}", size, 512, batch, chip, 1, {}) for size, batch in (("base", 256), ("large", 2048))
             for chip in GPU_AND_TPU]
+# One 24 GB GPU is the per-chip base/rtx4090 plan.
 RECIPES = [
-    ("recipe: Base on one 24 GB GPU", "base", 512, 256, "rtx4090", 1, {}),
     ("recipe: Base on 8 x A100", "base", 512, 256, "a100", 8, {}),
-    ("recipe: Base on 8 x H100", "base", 512, 256, "h100", 8, {}),
     ("recipe: Large on TPU v4-32 (16 chips)", "large", 512, 2048, "v4", 16, {}),
 ]
 # NVIDIA DeepLearningExamples, TensorFlow2/LanguageModeling/ELECTRA, ELECTRA-Base pretraining on
