@@ -66,7 +66,8 @@ def test_bench_step_command_with_the_pytorch_reference(tmp_path):
     # the command re-executed itself with glibc's huge-page malloc (cli.huge_page_malloc_env)
     assert "glibc.malloc.hugetlb=1" in result["glibc_tunables"].split(":")
     parts = result["breakdown"]
-    assert parts["discriminator_fwd_bwd_seconds"] > parts["optimizer_update_seconds"] > 0
+    # every part timed (their order is a measurement of this machine, not a property to assert)
+    assert all(parts[f"{p}_seconds"] > 0 for p in ("discriminator_fwd_bwd", "generator_fwd_bwd", "optimizer_update"))
     # both start from the same loss scale: ln(500) + 50 * ln(2) ~ 40.9 at initialisation
     assert result["loss"] == pytest.approx(result["reference"]["loss"], rel=0.3)
     # the fine-tuning step and the batched forward, beside transformers'
