@@ -203,6 +203,21 @@ def program_costs(config, vocab_size: int, devices) -> dict:
     return _PROGRAM_COSTS[key]
 
 
+_STATE_BYTES: dict = {}
+
+
+def state_bytes(config, vocab_size: int, devices) -> dict:
+    """step.train_state_bytes, remembered across the plans of one model: the parameters' and
+    optimizer state's shapes and shardings do not depend on the batch, the accumulation or remat."""
+    shaped = config.copy_and_resolve_references()
+    shaped.train.update(batch_size=0, grad_accum_steps=1)
+    shaped.model.remat = "none"
+    key = (shaped.to_json_best_effort(sort_keys=True), vocab_size, tuple(d.id for d in devices))
+    if key not in _STATE_BYTES:
+        _STATE_BYTES[key] = train_state_bytes(config, vocab_size, devices)
+    return _STATE_BYTES[key]
+
+
 def hbm_traffic_bytes(config, vocab_size: int, devices) -> dict:
     """The bytes a step must move through a chip's HBM at least, by what they are: the parameters
     read by the forward and twice by the backward (inputs' and weights' gradients) and the gradients
@@ -211,7 +226,7 @@ def hbm_traffic_bytes(config, vocab_size: int, devices) -> dict:
     (activation_bytes, for the chip's share of the batch). Intermediates a fused kernel keeps on
     chip are not counted, so this is a floor, as a tuned accelerator program approaches it; XLA's
     CPU compiler fuses far less, and its `bytes accessed` (reported beside) is several times this."""
-    state = train_state_bytes(config, vocab_size, devices)
+    state = state_bytes(config, vocab_size, devices)
     mesh = sharding.make_mesh(config, devices)
     per_chip_batch = config.train.batch_size // sharding.data_parallel_size(mesh)
     parameters = 4 * state["params_per_device"]
@@ -260,7 +275,7 @@ def memory_per_chip(config, vocab_size: int, devices, micro_batch_per_chip: int)
     (sharded as the parameters; twice with accumulation: the running sum and the micro-batch's),
     and the activations one micro-batch keeps for the backward pass (activation_bytes, which
     model.remat changes). Counted from the program, so it holds for any accelerator's compiler."""
-    state = train_state_bytes(config, vocab_size, devices)
+    state = state_bytes(config, vocab_size, devices)
     accumulating = config.train.get("grad_accum_steps", 1) > 1
     gradients = state["params_per_device"] * (2 if accumulating else 1)
     activations = activation_bytes(config, vocab_size, micro_batch_per_chip)

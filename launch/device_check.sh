@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A short accelerator check (a few minutes on one GPU or TPU host, no network): the train step of
+# A short accelerator check (4 compiles and 48 timed steps on one GPU or TPU host, no network): the train step of
 # ELECTRA-Small and -Base in float32 and bfloat16 with the fused attention; prints tokens/s, MFU
 # against the chip's datasheet peak and peak memory per case, and writes OUT_JSON.
 #
@@ -8,7 +8,7 @@
 # Needs python3 with jax (CUDA or TPU), flax, optax, orbax-checkpoint, sentencepiece and numpy; the
 # checkout is used in place (nothing of ours is installed). ml-collections, the one other package
 # the step imports, comes from WHEELS (default: wheels/ beside the checkout) when the host lacks it.
-# Fill that folder on any machine with network access (about 100 KB):
+# Fill that folder on any machine with network access (ml_collections 1.1.0: a 77 KB wheel):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d wheels ml-collections
 set -euo pipefail
 cd "$(dirname "$0")/.."
